@@ -1,0 +1,505 @@
+//! Bounded buffering of bodies, so a request can be replayed and a response
+//! cached without ever holding an unbounded body in memory.
+//!
+//! [`ReplayBody::buffer`] reads a body until it ends or a byte limit is
+//! passed:
+//!
+//! - a body that ends within the limit is kept as shared [`Bytes`] chunks
+//!   (trailers included) and can be cloned any number of times with
+//!   [`ReplayBody::try_clone`], each clone replaying it byte for byte;
+//! - a body whose declared length is over the limit is not read at all, and
+//!   a body of unknown length that outgrows the limit stops being read the
+//!   moment it does. Either way the result streams the bytes already read
+//!   followed by the rest of the original body, and is not replayable.
+//!
+//! No byte is lost in either case. [`collect`] is the same rule for a
+//! response cache: it returns the whole body when it fits, and the untouched
+//! stream when it does not.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower_shield::body::ReplayBody;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let body = ReplayBody::buffer(Full::new(Bytes::from("hello")), 64 * 1024)
+//!     .await
+//!     .unwrap();
+//! let again = body.try_clone().expect("fits in the limit");
+//! assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+//! assert_eq!(again.collect().await.unwrap().to_bytes(), "hello");
+//! # }
+//! ```
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::poll_fn,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+/// A whole body held in memory: its data chunks, as they arrived, and its
+/// trailers.
+#[derive(Debug, Clone, Default)]
+pub struct Buffered {
+    chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    len: u64,
+}
+
+impl Buffered {
+    /// A body of one chunk and no trailers.
+    pub fn from_bytes(data: Bytes) -> Self {
+        let len = data.len() as u64;
+        let chunks = if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![data]
+        };
+        Self {
+            chunks,
+            trailers: None,
+            len,
+        }
+    }
+
+    /// Adds trailers.
+    pub fn with_trailers(mut self, trailers: HeaderMap) -> Self {
+        self.trailers = Some(trailers);
+        self
+    }
+
+    /// The number of data bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// `true` when the body has no data bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The data chunks in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The trailers, if the body had any.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// All data bytes as one buffer (no copy when there is one chunk).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut out = Vec::with_capacity(self.len as usize);
+                for chunk in many {
+                    out.extend_from_slice(chunk);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A body that was read up to a limit: replayable when it fit, a
+    /// pass-through stream when it did not. See the [module docs](self).
+    pub struct ReplayBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Replay {
+            body: Arc<Buffered>,
+            next: usize,
+            trailers_sent: bool,
+        },
+        Stream {
+            prefix: VecDeque<Frame<Bytes>>,
+            #[pin]
+            rest: B,
+            done: bool,
+        },
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Replay { body, .. } => f
+                .debug_struct("ReplayBody")
+                .field("replayable", &true)
+                .field("len", &body.len)
+                .finish(),
+            Kind::Stream { prefix, .. } => f
+                .debug_struct("ReplayBody")
+                .field("replayable", &false)
+                .field("prefix_frames", &prefix.len())
+                .finish(),
+        }
+    }
+}
+
+impl<B> ReplayBody<B>
+where
+    B: Body + Unpin,
+{
+    /// Reads `body` until it ends or more than `limit` data bytes have been
+    /// read. See the [module docs](self) for what comes back.
+    ///
+    /// The body must be `Unpin` (hyper's, axum's and reqwest's bodies are);
+    /// pin others with `Box::pin`. An error from the body while reading is
+    /// returned as is: the body is broken and cannot be sent whole.
+    pub async fn buffer(mut body: B, limit: usize) -> Result<Self, B::Error> {
+        let limit = limit as u64;
+        if body.size_hint().lower() > limit {
+            return Ok(Self::stream(VecDeque::new(), body));
+        }
+        let mut read = Buffered::default();
+        loop {
+            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let Some(frame) = frame.transpose()? else {
+                return Ok(Self::replay(Arc::new(read)));
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    read.len += data.len() as u64;
+                    if !data.is_empty() {
+                        read.chunks.push(data);
+                    }
+                    if read.len > limit {
+                        let prefix = read.chunks.into_iter().map(Frame::data).collect();
+                        return Ok(Self::stream(prefix, body));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        match &mut read.trailers {
+                            Some(all) => all.extend(trailers),
+                            None => read.trailers = Some(trailers),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// A replayable body holding `body`, for example a cached response.
+    pub fn from_buffered(body: impl Into<Arc<Buffered>>) -> Self {
+        Self::replay(body.into())
+    }
+
+    /// A body that streams `body` as is, without buffering it. It is not
+    /// replayable.
+    pub fn passthrough(body: B) -> Self {
+        Self::stream(VecDeque::new(), body)
+    }
+
+    fn replay(body: Arc<Buffered>) -> Self {
+        Self {
+            kind: Kind::Replay {
+                body,
+                next: 0,
+                trailers_sent: false,
+            },
+        }
+    }
+
+    fn stream(prefix: VecDeque<Frame<Bytes>>, rest: B) -> Self {
+        Self {
+            kind: Kind::Stream {
+                prefix,
+                rest,
+                done: false,
+            },
+        }
+    }
+
+    /// `true` when the whole body is held in memory and can be cloned.
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Replay { .. })
+    }
+
+    /// A fresh copy that replays the whole body from its start, or `None`
+    /// when the body is streaming. Cloning costs one reference count.
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Replay { body, .. } => Some(Self::replay(body.clone())),
+            Kind::Stream { .. } => None,
+        }
+    }
+
+    /// The whole body, when it is held in memory.
+    pub fn buffered(&self) -> Option<&Arc<Buffered>> {
+        match &self.kind {
+            Kind::Replay { body, .. } => Some(body),
+            Kind::Stream { .. } => None,
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Replay {
+                body,
+                next,
+                trailers_sent,
+            } => {
+                if let Some(chunk) = body.chunks.get(*next) {
+                    *next += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+                }
+                if !*trailers_sent {
+                    *trailers_sent = true;
+                    if let Some(trailers) = &body.trailers {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
+                    }
+                }
+                Poll::Ready(None)
+            }
+            KindProj::Stream { prefix, rest, done } => {
+                if let Some(frame) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if *done {
+                    return Poll::Ready(None);
+                }
+                let frame = ready!(rest.poll_frame(cx));
+                Poll::Ready(match frame {
+                    None => {
+                        *done = true;
+                        None
+                    }
+                    Some(Ok(frame)) => {
+                        Some(Ok(frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))))
+                    }
+                    Some(Err(err)) => Some(Err(err)),
+                })
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Replay {
+                body,
+                next,
+                trailers_sent,
+            } => *next >= body.chunks.len() && (*trailers_sent || body.trailers.is_none()),
+            Kind::Stream { prefix, rest, done } => {
+                prefix.is_empty() && (*done || rest.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Replay { body, next, .. } => {
+                let left: u64 = body.chunks[(*next).min(body.chunks.len())..]
+                    .iter()
+                    .map(|c| c.len() as u64)
+                    .sum();
+                SizeHint::with_exact(left)
+            }
+            Kind::Stream { prefix, rest, done } => {
+                let buffered: u64 = prefix
+                    .iter()
+                    .filter_map(|f| f.data_ref())
+                    .map(|d| d.len() as u64)
+                    .sum();
+                if *done {
+                    return SizeHint::with_exact(buffered);
+                }
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(buffered));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(buffered));
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// The error of [`collect`].
+pub enum CollectError<B: Body> {
+    /// The body is larger than the limit. It is returned unharmed: the bytes
+    /// already read come first, then the rest of the stream.
+    TooLarge(ReplayBody<B>),
+    /// The body failed while it was being read.
+    Body(B::Error),
+}
+
+impl<B: Body> fmt::Debug for CollectError<B>
+where
+    B::Error: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::TooLarge(body) => f.debug_tuple("TooLarge").field(body).finish(),
+            CollectError::Body(err) => f.debug_tuple("Body").field(err).finish(),
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes, for example a response to
+/// be cached. A larger body comes back as [`CollectError::TooLarge`] holding
+/// a stream of the same bytes, so the caller can still forward it.
+pub async fn collect<B>(body: B, limit: usize) -> Result<Arc<Buffered>, CollectError<B>>
+where
+    B: Body + Unpin,
+{
+    let body = ReplayBody::buffer(body, limit)
+        .await
+        .map_err(CollectError::Body)?;
+    match &body.kind {
+        Kind::Replay { body, .. } => Ok(body.clone()),
+        Kind::Stream { .. } => Err(CollectError::TooLarge(body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use http_body_util::{BodyExt, StreamBody};
+    use proptest::prelude::*;
+    use std::convert::Infallible;
+
+    type TestBody = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+    fn body_of(chunks: &[Vec<u8>], trailers: Option<HeaderMap>) -> TestBody {
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
+            .collect();
+        if let Some(t) = trailers {
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        StreamBody::new(stream::iter(frames))
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("x-checksum", "abc".parse().unwrap());
+        t
+    }
+
+    #[test]
+    fn exact_length_over_limit_is_not_read() {
+        run(async {
+            let body = http_body_util::Full::new(Bytes::from(vec![7u8; 100]));
+            let replay = ReplayBody::buffer(body, 10).await.unwrap();
+            assert!(!replay.is_replayable());
+            assert!(replay.try_clone().is_none());
+            assert_eq!(replay.size_hint().exact(), Some(100));
+            assert_eq!(replay.collect().await.unwrap().to_bytes().len(), 100);
+        });
+    }
+
+    #[test]
+    fn collect_keeps_an_oversized_body_whole() {
+        run(async {
+            let chunks = vec![vec![1u8; 5], vec![2u8; 5], vec![3u8; 5]];
+            let Err(CollectError::TooLarge(body)) = collect(body_of(&chunks, None), 7).await else {
+                panic!("expected TooLarge");
+            };
+            assert_eq!(body.collect().await.unwrap().to_bytes(), chunks.concat());
+            let whole = collect(body_of(&chunks, Some(trailers())), 15)
+                .await
+                .unwrap();
+            assert_eq!(whole.to_bytes(), chunks.concat());
+            assert_eq!(whole.trailers(), Some(&trailers()));
+        });
+    }
+
+    #[test]
+    fn errors_are_reported_not_swallowed() {
+        run(async {
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(Bytes::from("ab"))),
+                Err(std::io::Error::other("reset")),
+            ];
+            let body = StreamBody::new(stream::iter(frames));
+            let err = ReplayBody::buffer(body, 1024).await.unwrap_err();
+            assert_eq!(err.to_string(), "reset");
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any split of any body under any limit: the bytes and trailers that
+        /// come out equal the ones that went in, the body is replayable
+        /// exactly when it fits the limit, every replay is identical, and no
+        /// more than one frame past the limit is ever read ahead.
+        #[test]
+        fn bytes_out_equal_bytes_in(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16),
+            limit in 0usize..600,
+            with_trailers in any::<bool>(),
+        ) {
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let expected_trailers = with_trailers.then(trailers);
+            run(async {
+                let body = body_of(&chunks, expected_trailers.clone());
+                let replay = ReplayBody::buffer(body, limit).await.unwrap();
+                prop_assert_eq!(replay.is_replayable(), total <= limit);
+                if let Some(buffered) = replay.buffered() {
+                    prop_assert!(buffered.len() as usize <= limit);
+                }
+                if let Kind::Stream { prefix, .. } = &replay.kind {
+                    let held: usize = prefix.iter().filter_map(|f| f.data_ref()).map(Bytes::len).sum();
+                    let biggest = chunks.iter().map(Vec::len).max().unwrap_or(0);
+                    prop_assert!(held <= limit + biggest);
+                }
+                let copies: Vec<_> = (0..2).filter_map(|_| replay.try_clone()).collect();
+                for body in copies.into_iter().chain(std::iter::once(replay)) {
+                    let out = body.collect().await.unwrap();
+                    prop_assert_eq!(out.trailers(), expected_trailers.as_ref());
+                    let (got, want) = (out.to_bytes(), chunks.concat());
+                    prop_assert_eq!(got.as_ref(), want.as_slice());
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! One place that decides whether a call succeeded.
+//!
+//! Every layer of this crate that needs to know "did this call work?" (the
+//! circuit breaker, the retry policy, the cache, the metrics) asks a
+//! [`Classify`] implementation and never re-decides on its own. A classifier
+//! looks at the `Result` a service produced and answers with a [`Class`]:
+//!
+//! | outcome | [`ServerErrorsAsFailures`] (HTTP default) |
+//! |---|---|
+//! | 1xx, 2xx, 3xx | [`Class::Success`] |
+//! | 4xx except 408 and 429 | [`Class::Success`] (the caller's fault, not the upstream's health) |
+//! | 408, 429 | [`Class::Retryable`] |
+//! | 502, 503, 504 | [`Class::Retryable`] |
+//! | other 5xx | [`Class::Failure`] |
+//! | connect error, reset, timeout ([`tower::timeout::error::Elapsed`]) | [`Class::Retryable`] |
+//! | any other error | [`Class::Failure`] |
+//!
+//! Where the decision needs the request (is the method idempotent?), a
+//! [`MakeClassify`] builds a classifier from the request before the call, as
+//! tower-http's `MakeClassifier` does.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Response, StatusCode};
+//! use tower_shield::classify::{self, Class, Classify, ClassifyExt, ServerErrorsAsFailures};
+//! use tower_shield::BoxError;
+//!
+//! let classifier = ServerErrorsAsFailures::new();
+//! let ok: Result<Response<()>, BoxError> = Ok(Response::new(()));
+//! assert_eq!(classifier.classify(&ok), Class::Success);
+//!
+//! let unavailable: Result<Response<()>, BoxError> = Ok(Response::builder()
+//!     .status(StatusCode::SERVICE_UNAVAILABLE)
+//!     .body(())
+//!     .unwrap());
+//! assert_eq!(classifier.classify(&unavailable), Class::Retryable);
+//!
+//! // Treat 404 as a failure too, for an upstream where "not found" means broken.
+//! let strict = classifier.or(classify::from_fn(|result: &Result<Response<()>, BoxError>| {
+//!     match result {
+//!         Ok(res) if res.status() == StatusCode::NOT_FOUND => Class::Failure,
+//!         _ => Class::Success,
+//!     }
+//! }));
+//! let not_found: Result<Response<()>, BoxError> = Ok(Response::builder()
+//!     .status(StatusCode::NOT_FOUND)
+//!     .body(())
+//!     .unwrap());
+//! assert_eq!(strict.classify(&not_found), Class::Failure);
+//! ```
+
+use crate::BoxError;
+use http::{Method, Request, Response, StatusCode};
+use std::{error::Error as StdError, fmt, io, ops::RangeInclusive};
+
+/// What a call's outcome means for the health of the thing that was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Class {
+    /// The call worked (or failed through the caller's own fault, such as a 404).
+    Success,
+    /// The call failed in a way that another attempt may fix: overload,
+    /// a gateway error, a refused connection, a timeout.
+    Retryable,
+    /// The call failed and another attempt is not expected to help.
+    Failure,
+}
+
+impl Class {
+    /// `true` for [`Class::Success`].
+    pub const fn is_success(self) -> bool {
+        matches!(self, Class::Success)
+    }
+
+    /// `true` for [`Class::Retryable`] and [`Class::Failure`]: the outcome
+    /// counts against the health of the callee.
+    pub const fn is_failure(self) -> bool {
+        !self.is_success()
+    }
+
+    /// `true` for [`Class::Retryable`].
+    pub const fn is_retryable(self) -> bool {
+        matches!(self, Class::Retryable)
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Class::Success => "success",
+            Class::Retryable => "retryable",
+            Class::Failure => "failure",
+        })
+    }
+}
+
+/// Decides the [`Class`] of a service's result.
+///
+/// Implemented for closures `Fn(&Result<Res, E>) -> Class`, and by the HTTP
+/// defaults in this module. Combine classifiers with [`ClassifyExt`].
+pub trait Classify<Res, E> {
+    /// Classifies one result.
+    fn classify(&self, result: &Result<Res, E>) -> Class;
+}
+
+impl<F, Res, E> Classify<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Class,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        self(result)
+    }
+}
+
+/// Builds a [`Classify`] from the request, for decisions that depend on it
+/// (its method, its route, an `Idempotency-Key` header).
+///
+/// Every `Clone` classifier in this module also implements `MakeClassify`
+/// by cloning itself, so layers can take a `MakeClassify` and still accept
+/// a plain classifier.
+pub trait MakeClassify<Req> {
+    /// The classifier for one request.
+    type Classifier;
+
+    /// Builds the classifier before `req` is sent.
+    fn make_classify(&self, req: &Req) -> Self::Classifier;
+}
+
+/// Gives the classifiers access to an error as a `std::error::Error`, so they
+/// can walk its `source()` chain for connect errors and timeouts.
+///
+/// Implemented for [`BoxError`], [`std::io::Error`],
+/// [`std::convert::Infallible`], tower's timeout error and, with the
+/// `reqwest` feature, `reqwest::Error`. Wrap other error types in a
+/// [`BoxError`] (`.map_err(Into::into)`) or implement this trait for them.
+pub trait AsStdError {
+    /// The error, if it is one.
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)>;
+}
+
+impl AsStdError for BoxError {
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&**self)
+    }
+}
+
+impl AsStdError for io::Error {
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self)
+    }
+}
+
+impl AsStdError for tower::timeout::error::Elapsed {
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self)
+    }
+}
+
+impl AsStdError for std::convert::Infallible {
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)> {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl AsStdError for reqwest::Error {
+    fn as_std_error(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self)
+    }
+}
+
+/// Classifies a transport error by walking its `source()` chain.
+///
+/// [`Class::Retryable`] when any error in the chain is a tower timeout
+/// ([`tower::timeout::error::Elapsed`]) or an I/O error that means the
+/// connection failed or broke (refused, reset, aborted, timed out, not
+/// connected, broken pipe, unexpected end of stream); [`Class::Failure`]
+/// otherwise. hyper-util's and reqwest's connect errors carry the I/O error
+/// as their source, so they are found the same way.
+pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
+    let transient = chain(error).any(|err| {
+        err.is::<tower::timeout::error::Elapsed>()
+            || err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|io| is_transient_io(io.kind()))
+    });
+    if transient {
+        Class::Retryable
+    } else {
+        Class::Failure
+    }
+}
+
+/// Every error in `error`'s cause chain, itself first. An `io::Error` that
+/// wraps another error yields the wrapped error next (its own `source()`
+/// skips it).
+fn chain<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&err: &&'a (dyn StdError + 'static)| match err
+        .downcast_ref::<io::Error>()
+    {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => err.source(),
+        },
+        None => err.source(),
+    })
+    // A hostile `source()` cycle must not hang the caller.
+    .take(64)
+}
+
+/// `true` when the error chain proves the request never left this process:
+/// the connection was refused or could not be made, so no byte of the request
+/// reached the server and replaying it is safe even for non-idempotent methods.
+pub fn is_connect_error(error: &(dyn StdError + 'static)) -> bool {
+    chain(error).any(|err| {
+        err.downcast_ref::<io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::AddrNotAvailable
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            )
+        })
+    })
+}
+
+fn is_transient_io(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::AddrNotAvailable
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+fn classify_err<E: AsStdError>(error: &E) -> Class {
+    error.as_std_error().map_or(Class::Failure, classify_error)
+}
+
+/// The HTTP status rule of [`ServerErrorsAsFailures`], on its own.
+pub const fn classify_status(status: StatusCode) -> Class {
+    match status.as_u16() {
+        408 | 429 | 502 | 503 | 504 => Class::Retryable,
+        500..=599 => Class::Failure,
+        _ => Class::Success,
+    }
+}
+
+/// The HTTP default: 5xx are failures (502, 503, 504 retryable), 408 and 429
+/// are retryable, every other status is a success; errors are classified by
+/// [`classify_error`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerErrorsAsFailures {
+    _priv: (),
+}
+
+impl ServerErrorsAsFailures {
+    /// Creates the default HTTP classifier.
+    pub const fn new() -> Self {
+        Self { _priv: () }
+    }
+}
+
+impl<B, E: AsStdError> Classify<Response<B>, E> for ServerErrorsAsFailures {
+    fn classify(&self, result: &Result<Response<B>, E>) -> Class {
+        match result {
+            Ok(res) => classify_status(res.status()),
+            Err(err) => classify_err(err),
+        }
+    }
+}
+
+/// For services that are not HTTP or whose responses are all fine: every
+/// `Ok` is a success, errors are classified by [`classify_error`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsAsFailures {
+    _priv: (),
+}
+
+impl ErrorsAsFailures {
+    /// Creates the classifier.
+    pub const fn new() -> Self {
+        Self { _priv: () }
+    }
+}
+
+impl<Res, E: AsStdError> Classify<Res, E> for ErrorsAsFailures {
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        match result {
+            Ok(_) => Class::Success,
+            Err(err) => classify_err(err),
+        }
+    }
+}
+
+/// Gives every status in a range one class; statuses outside it are
+/// successes; errors are classified by [`classify_error`].
+///
+/// ```
+/// use tower_shield::classify::{Class, Classify, StatusInRange};
+/// # use http::Response;
+/// let classifier = StatusInRange::new(400..=599, Class::Failure);
+/// let res: Result<_, tower_shield::BoxError> = Ok(Response::builder().status(404).body(()).unwrap());
+/// assert_eq!(classifier.classify(&res), Class::Failure);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatusInRange {
+    range: RangeInclusive<u16>,
+    class: Class,
+}
+
+impl StatusInRange {
+    /// Statuses in `range` get `class`.
+    pub const fn new(range: RangeInclusive<u16>, class: Class) -> Self {
+        Self { range, class }
+    }
+}
+
+impl<B, E: AsStdError> Classify<Response<B>, E> for StatusInRange {
+    fn classify(&self, result: &Result<Response<B>, E>) -> Class {
+        match result {
+            Ok(res) if self.range.contains(&res.status().as_u16()) => self.class,
+            Ok(_) => Class::Success,
+            Err(err) => classify_err(err),
+        }
+    }
+}
+
+/// Combinators for the classifiers of this module. Wrap a closure with
+/// [`from_fn`] to combine it too.
+pub trait ClassifyExt: Sized {
+    /// Asks `self` first; if it says [`Class::Success`], asks `other`.
+    /// The result is a failure when either classifier calls it one.
+    fn or<O>(self, other: O) -> Or<Self, O> {
+        Or {
+            first: self,
+            second: other,
+        }
+    }
+
+    /// A failure only when both classifiers call it one; then `self`'s
+    /// class is kept.
+    fn and<O>(self, other: O) -> And<Self, O> {
+        And {
+            first: self,
+            second: other,
+        }
+    }
+
+    /// Rewrites the class, for example to make every failure retryable.
+    fn map_class<F: Fn(Class) -> Class>(self, f: F) -> MapClass<Self, F> {
+        MapClass { inner: self, f }
+    }
+}
+
+/// A classifier from a closure `Fn(&Result<Res, E>) -> Class`, so that it
+/// gets the [`ClassifyExt`] combinators.
+pub const fn from_fn<F>(f: F) -> FromFn<F> {
+    FromFn { f }
+}
+
+/// See [`from_fn`].
+#[derive(Clone, Copy)]
+pub struct FromFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for FromFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FromFn").finish_non_exhaustive()
+    }
+}
+
+impl<F, Res, E> Classify<Res, E> for FromFn<F>
+where
+    F: Fn(&Result<Res, E>) -> Class,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        (self.f)(result)
+    }
+}
+
+macro_rules! classify_ext {
+    ($($ty:ident $(<$($p:ident),*>)?),* $(,)?) => {$(
+        impl$(<$($p),*>)? ClassifyExt for $ty$(<$($p),*>)? {}
+    )*};
+}
+
+classify_ext!(
+    ServerErrorsAsFailures,
+    ErrorsAsFailures,
+    StatusInRange,
+    FromFn<F>,
+    Or<A, B>,
+    And<A, B>,
+    MapClass<C, F>,
+);
+
+/// See [`ClassifyExt::or`].
+#[derive(Debug, Clone)]
+pub struct Or<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Classify<Res, E>, B: Classify<Res, E>, Res, E> Classify<Res, E> for Or<A, B> {
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        match self.first.classify(result) {
+            Class::Success => self.second.classify(result),
+            other => other,
+        }
+    }
+}
+
+/// See [`ClassifyExt::and`].
+#[derive(Debug, Clone)]
+pub struct And<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Classify<Res, E>, B: Classify<Res, E>, Res, E> Classify<Res, E> for And<A, B> {
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        match self.first.classify(result) {
+            Class::Success => Class::Success,
+            class if self.second.classify(result).is_failure() => class,
+            _ => Class::Success,
+        }
+    }
+}
+
+/// See [`ClassifyExt::map_class`].
+#[derive(Clone)]
+pub struct MapClass<C, F> {
+    inner: C,
+    f: F,
+}
+
+impl<C: fmt::Debug, F> fmt::Debug for MapClass<C, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapClass")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Classify<Res, E>, F: Fn(Class) -> Class, Res, E> Classify<Res, E> for MapClass<C, F> {
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        (self.f)(self.inner.classify(result))
+    }
+}
+
+macro_rules! make_classify_by_clone {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<Req> MakeClassify<Req> for $ty {
+            type Classifier = Self;
+            fn make_classify(&self, _: &Req) -> Self {
+                self.clone()
+            }
+        }
+    )*};
+}
+
+make_classify_by_clone!(ServerErrorsAsFailures, ErrorsAsFailures, StatusInRange);
+
+/// `true` for the methods RFC 9110 section 9.2.2 calls idempotent:
+/// GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The header that makes a POST or PATCH safe to repeat
+/// (draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+/// A [`MakeClassify`] that keeps the inner classifier's answer for requests
+/// that are safe to repeat and turns [`Class::Retryable`] into
+/// [`Class::Failure`] for the others.
+///
+/// A request is safe to repeat when its method is idempotent
+/// ([`is_idempotent`]) or it carries an [`IDEMPOTENCY_KEY`] header. An error
+/// that proves the request never left ([`is_connect_error`]) stays
+/// retryable for every method.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotentOnly<C> {
+    inner: C,
+}
+
+impl<C> IdempotentOnly<C> {
+    /// Wraps `inner`.
+    pub const fn new(inner: C) -> Self {
+        Self { inner }
+    }
+}
+
+impl<C: Clone, B> MakeClassify<Request<B>> for IdempotentOnly<C> {
+    type Classifier = ForRequest<C>;
+
+    fn make_classify(&self, req: &Request<B>) -> ForRequest<C> {
+        let repeatable = is_idempotent(req.method()) || req.headers().contains_key(IDEMPOTENCY_KEY);
+        ForRequest {
+            inner: self.inner.clone(),
+            repeatable,
+        }
+    }
+}
+
+/// The classifier [`IdempotentOnly`] builds for one request.
+#[derive(Debug, Clone)]
+pub struct ForRequest<C> {
+    inner: C,
+    repeatable: bool,
+}
+
+impl<C: Classify<Res, E>, Res, E: AsStdError> Classify<Res, E> for ForRequest<C> {
+    fn classify(&self, result: &Result<Res, E>) -> Class {
+        match self.inner.classify(result) {
+            Class::Retryable if !self.repeatable => match result {
+                Err(err) if err.as_std_error().is_some_and(is_connect_error) => Class::Retryable,
+                _ => Class::Failure,
+            },
+            class => class,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status(code: u16) -> Result<Response<()>, BoxError> {
+        Ok(Response::builder().status(code).body(()).unwrap())
+    }
+
+    #[test]
+    fn http_defaults() {
+        let c = ServerErrorsAsFailures::new();
+        for (code, class) in [
+            (200, Class::Success),
+            (204, Class::Success),
+            (304, Class::Success),
+            (400, Class::Success),
+            (404, Class::Success),
+            (408, Class::Retryable),
+            (429, Class::Retryable),
+            (500, Class::Failure),
+            (501, Class::Failure),
+            (502, Class::Retryable),
+            (503, Class::Retryable),
+            (504, Class::Retryable),
+            (599, Class::Failure),
+        ] {
+            assert_eq!(c.classify(&status(code)), class, "status {code}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(io::Error);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn errors_walk_the_source_chain() {
+        let c = ServerErrorsAsFailures::new();
+        let refused: Result<Response<()>, BoxError> = Err(Box::new(Wrapper(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        ))));
+        assert_eq!(c.classify(&refused), Class::Retryable);
+        let timeout: Result<Response<()>, BoxError> =
+            Err(Box::new(tower::timeout::error::Elapsed::new()));
+        assert_eq!(c.classify(&timeout), Class::Retryable);
+        let other: Result<Response<()>, BoxError> = Err("invalid header".into());
+        assert_eq!(c.classify(&other), Class::Failure);
+        let denied: Result<Response<()>, io::Error> =
+            Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(c.classify(&denied), Class::Failure);
+    }
+
+    #[test]
+    fn idempotency_downgrades_retryable() {
+        let make = IdempotentOnly::new(ServerErrorsAsFailures::new());
+        let post = Request::post("/").body(()).unwrap();
+        let keyed = Request::post("/")
+            .header(IDEMPOTENCY_KEY, "k1")
+            .body(())
+            .unwrap();
+        let get = Request::get("/").body(()).unwrap();
+        assert_eq!(
+            make.make_classify(&post).classify(&status(503)),
+            Class::Failure
+        );
+        assert_eq!(
+            make.make_classify(&keyed).classify(&status(503)),
+            Class::Retryable
+        );
+        assert_eq!(
+            make.make_classify(&get).classify(&status(503)),
+            Class::Retryable
+        );
+        let refused: Result<Response<()>, BoxError> = Err(Box::new(Wrapper(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        ))));
+        assert_eq!(
+            make.make_classify(&post).classify(&refused),
+            Class::Retryable
+        );
+        let reset: Result<Response<()>, BoxError> =
+            Err(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert_eq!(make.make_classify(&post).classify(&reset), Class::Failure);
+    }
+
+    #[test]
+    fn combinators() {
+        let base = ServerErrorsAsFailures::new();
+        let all_retryable = base.map_class(|c| if c.is_failure() { Class::Retryable } else { c });
+        assert_eq!(all_retryable.classify(&status(500)), Class::Retryable);
+        let not_found = StatusInRange::new(404..=404, Class::Failure);
+        let either = base.or(not_found.clone());
+        assert_eq!(either.classify(&status(404)), Class::Failure);
+        assert_eq!(either.classify(&status(503)), Class::Retryable);
+        let both = base.and(not_found);
+        assert_eq!(both.classify(&status(404)), Class::Success);
+        assert_eq!(both.classify(&status(503)), Class::Success);
+        assert_eq!(Class::Retryable.to_string(), "retryable");
+    }
+
+    fn io_kind() -> impl Strategy<Value = io::ErrorKind> {
+        prop::sample::select(vec![
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::NotConnected,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::InvalidData,
+            io::ErrorKind::InvalidInput,
+            io::ErrorKind::Other,
+            io::ErrorKind::NotFound,
+        ])
+    }
+
+    proptest! {
+        /// Every status gets exactly one class, and the one the table says.
+        #[test]
+        fn every_status_has_one_class(code in 100u16..=999) {
+            let c = ServerErrorsAsFailures::new();
+            let class = c.classify(&status(code));
+            let expected = if [408, 429, 502, 503, 504].contains(&code) {
+                Class::Retryable
+            } else if (500..600).contains(&code) {
+                Class::Failure
+            } else {
+                Class::Success
+            };
+            prop_assert_eq!(class, expected);
+            let flags = [class.is_success(), class.is_retryable(), class == Class::Failure];
+            prop_assert_eq!(flags.iter().filter(|f| **f).count(), 1);
+            // The same status always gets the same class.
+            prop_assert_eq!(c.classify(&status(code)), class);
+        }
+
+        /// Every I/O error kind, at any depth of a source chain, gets one class:
+        /// retryable exactly when it is a transport failure.
+        #[test]
+        fn every_error_kind_has_one_class(kind in io_kind(), depth in 0usize..4) {
+            let mut err: BoxError = Box::new(io::Error::from(kind));
+            for _ in 0..depth {
+                err = Box::new(io::Error::other(err));
+            }
+            let class = classify_error(&*err);
+            prop_assert_eq!(class.is_retryable(), is_transient_io(kind));
+            prop_assert!(class != Class::Success);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Composable [tower] layers that make HTTP services and their clients
+//! resilient and observable.
+//!
+//! Every layer here is a `tower::Layer` for `async fn(Request) ->
+//! Result<Response, Error>` services: it wraps an axum router on the way in
+//! and a hyper-util or reqwest client on the way out, and stacks with the
+//! rest of the tower ecosystem through [`tower::ServiceBuilder`].
+//!
+//! # Overview
+//!
+//! | module | what it does | feature |
+//! |---|---|---|
+//! | [`classify`] | the one place that decides if a call succeeded | always |
+//! | [`body`] | bounded buffering so bodies can be replayed or cached | always |
+//! | [`error`] | typed errors to HTTP responses (`HandleErrorLayer`) | always |
+//! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
+//! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
+//! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` (default) |
+//! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
+//!
+//! Circuit breaking, retries, caching, trace context and service auth are
+//! being added module by module; see the README for their status.
+//!
+//! # Server example
+//!
+//! An axum router behind the server stack. The stack's service never fails
+//! (errors become 5xx responses), so it goes straight into `Router::layer`:
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use std::time::Duration;
+//! use tower_shield::stack::ServerStack;
+//!
+//! let app: Router = Router::new()
+//!     .route("/hello", get(|| async { "hello" }))
+//!     .layer(ServerStack::new().timeout(Duration::from_secs(2)));
+//! # let _ = app;
+//! ```
+//!
+//! # Client example
+//!
+//! A hyper-util client behind the client stack, talking to a server on
+//! 127.0.0.1:
+//!
+//! ```
+//! use http::Request;
+//! use http_body_util::{BodyExt, Empty};
+//! use bytes::Bytes;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_shield::{stack::ClientStack, ServiceBuilderExt};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), tower_shield::BoxError> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let client = ServiceBuilder::new()
+//!     .client_stack(ClientStack::new().timeout(Duration::from_secs(2)))
+//!     .service(hyper_client);
+//!
+//! let req = Request::get(format!("http://{addr}/")).body(Empty::new())?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "hi");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `config` (default): [`config::Config`], read from TOML, and
+//!   `from_config` on the stacks.
+//! - `reqwest`: [`reqwest::ReqwestService`].
+//! - `full`: all of the above.
+//!
+//! [tower]: https://docs.rs/tower
+
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod classify;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config;
+pub mod error;
+pub mod proxy;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+pub mod stack;
+
+use tower::{layer::util::Stack, ServiceBuilder};
+
+/// The error type of every layer that adds failures of its own: a boxed
+/// error that callers downcast to the layer's typed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds this crate's layers to a [`ServiceBuilder`] chain.
+///
+/// tower's own `ServiceBuilder::timeout` already covers the timeout; the
+/// methods here add the crate's stacks and layers.
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_shield::{stack::ClientStack, ServiceBuilderExt};
+///
+/// let builder = ServiceBuilder::new().client_stack(ClientStack::new()).error_responses();
+/// # let _ = builder;
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed {
+    /// Adds a [`stack::ClientStack`].
+    fn client_stack(
+        self,
+        stack: stack::ClientStack,
+    ) -> ServiceBuilder<Stack<stack::ClientStack, L>>;
+
+    /// Adds a [`stack::ServerStack`].
+    fn server_stack(
+        self,
+        stack: stack::ServerStack,
+    ) -> ServiceBuilder<Stack<stack::ServerStack, L>>;
+
+    /// Adds an [`error::ErrorResponseLayer`]: errors below become responses.
+    fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>>;
+
+    /// Adds a [`proxy::ReverseProxyLayer`].
+    fn reverse_proxy(
+        self,
+        layer: proxy::ReverseProxyLayer,
+    ) -> ServiceBuilder<Stack<proxy::ReverseProxyLayer, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn client_stack(
+        self,
+        stack: stack::ClientStack,
+    ) -> ServiceBuilder<Stack<stack::ClientStack, L>> {
+        self.layer(stack)
+    }
+
+    fn server_stack(
+        self,
+        stack: stack::ServerStack,
+    ) -> ServiceBuilder<Stack<stack::ServerStack, L>> {
+        self.layer(stack)
+    }
+
+    fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>> {
+        self.layer(error::ErrorResponseLayer::new())
+    }
+
+    fn reverse_proxy(
+        self,
+        layer: proxy::ReverseProxyLayer,
+    ) -> ServiceBuilder<Stack<proxy::ReverseProxyLayer, L>> {
+        self.layer(layer)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}

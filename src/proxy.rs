@@ -1,0 +1,490 @@
+//! A reverse-proxy layer: rewrites a server's request for an upstream and
+//! the upstream's response for the caller.
+//!
+//! [`ReverseProxyLayer`] sits between a server and an HTTP client service
+//! (hyper-util's client, or reqwest through [`crate::reqwest`]). For each
+//! request it
+//!
+//! - points the URI at the upstream (scheme and authority, with the
+//!   upstream's path prefix in front of the request's path and query);
+//! - drops the hop-by-hop headers of RFC 9110 section 7.6.1 (`Connection`
+//!   and every header it names, `Proxy-Connection`, `Keep-Alive`, `TE`,
+//!   `Transfer-Encoding`, `Upgrade`) and `Host`, which the client sets for
+//!   the upstream;
+//! - appends itself to `Via`, and the peer's address to `X-Forwarded-For`
+//!   when the server put a [`ClientAddr`] in the request's extensions;
+//! - streams the body through untouched;
+//!
+//! and does the same (hop-by-hop headers, `Via`) for the response. Client
+//! errors become [`UpstreamError`], which [`crate::error::error_response`]
+//! answers with 502 Bad Gateway.
+//!
+//! It is the core of the `sidecar` example.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_shield::proxy::ReverseProxyLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_shield::BoxError> {
+//! // A stand-in for an HTTP client: echoes the URI it was asked to fetch.
+//! let client = service_fn(|req: Request<String>| async move {
+//!     Ok::<_, std::convert::Infallible>(Response::new(req.uri().to_string()))
+//! });
+//! let proxy = ServiceBuilder::new()
+//!     .layer(ReverseProxyLayer::new("http://127.0.0.1:9000/api".parse()?)?)
+//!     .service(client);
+//! let res = proxy
+//!     .oneshot(Request::get("/users?id=7").header("connection", "close").body(String::new())?)
+//!     .await?;
+//! assert_eq!(res.headers()["via"], "1.1 tower-shield");
+//! assert_eq!(res.into_body().into_inner(), Some("http://127.0.0.1:9000/api/users?id=7".to_string()));
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::BoxError;
+use bytes::Bytes;
+use http::{
+    header::{self, HeaderName},
+    uri::{Authority, PathAndQuery, Scheme},
+    HeaderMap, HeaderValue, Request, Response, Uri, Version,
+};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    error::Error as StdError,
+    fmt,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The peer address of a server connection. A server that puts it in the
+/// request's extensions gets it appended to `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The upstream URI given to [`ReverseProxyLayer::new`] is not usable.
+#[derive(Debug)]
+pub struct InvalidUpstream(&'static str);
+
+impl fmt::Display for InvalidUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid upstream URI: {}", self.0)
+    }
+}
+
+impl StdError for InvalidUpstream {}
+
+/// The upstream could not be reached or broke off: the client's error is the
+/// source. Answered with 502 Bad Gateway by [`crate::error::error_response`].
+#[derive(Debug)]
+pub struct UpstreamError {
+    source: BoxError,
+}
+
+impl UpstreamError {
+    /// The client's own error.
+    pub fn inner(&self) -> &BoxError {
+        &self.source
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("upstream request failed")
+    }
+}
+
+impl StdError for UpstreamError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream's path with no trailing `/`; empty for the root.
+    prefix: String,
+    via: HeaderValue,
+}
+
+/// Applies [`ReverseProxy`]. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ReverseProxyLayer {
+    upstream: Arc<Upstream>,
+}
+
+impl ReverseProxyLayer {
+    /// Proxies to `upstream`, an absolute `http` or `https` URI with an
+    /// optional path prefix and no query.
+    pub fn new(upstream: Uri) -> Result<Self, InvalidUpstream> {
+        let scheme = upstream
+            .scheme()
+            .cloned()
+            .ok_or(InvalidUpstream("it needs a scheme"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(InvalidUpstream("the scheme must be http or https"));
+        }
+        let authority = upstream
+            .authority()
+            .cloned()
+            .ok_or(InvalidUpstream("it needs a host"))?;
+        if upstream.query().is_some() {
+            return Err(InvalidUpstream("it must not have a query"));
+        }
+        let prefix = upstream.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            upstream: Arc::new(Upstream {
+                scheme,
+                authority,
+                prefix,
+                via: HeaderValue::from_static("tower-shield"),
+            }),
+        })
+    }
+
+    /// The name this proxy gives itself in `Via` (default `tower-shield`).
+    /// It must be a valid header value token; an invalid one is ignored.
+    pub fn via_name(mut self, name: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(name) {
+            Arc::make_mut(&mut self.upstream).via = value;
+        }
+        self
+    }
+}
+
+impl<S> Layer<S> for ReverseProxyLayer {
+    type Service = ReverseProxy<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReverseProxy {
+            inner,
+            upstream: self.upstream.clone(),
+        }
+    }
+}
+
+/// Forwards requests to one upstream through the inner client service. See
+/// the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ReverseProxy<S> {
+    inner: S,
+    upstream: Arc<Upstream>,
+}
+
+impl<S> ReverseProxy<S> {
+    /// The inner client service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner client service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner client service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: every header
+/// named in `Connection`, then the fixed list.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn via_value(version: Version, name: &HeaderValue) -> HeaderValue {
+    let protocol: &[u8] = match version {
+        Version::HTTP_09 => b"0.9 ",
+        Version::HTTP_10 => b"1.0 ",
+        Version::HTTP_2 => b"2 ",
+        Version::HTTP_3 => b"3 ",
+        _ => b"1.1 ",
+    };
+    let mut value = Vec::with_capacity(protocol.len() + name.len());
+    value.extend_from_slice(protocol);
+    value.extend_from_slice(name.as_bytes());
+    HeaderValue::from_bytes(&value).expect("protocol and a valid header value")
+}
+
+impl Upstream {
+    fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path_and_query = if !path_and_query.starts_with('/') {
+            PathAndQuery::try_from(format!("{}/{}", self.prefix, path_and_query))?
+        } else if self.prefix.is_empty() {
+            PathAndQuery::try_from(path_and_query)?
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.prefix, path_and_query))?
+        };
+        Ok(Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()?)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ReverseProxy<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| UpstreamError { source: e.into() }.into())
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let uri = match self.upstream.uri(req.uri()) {
+            Ok(uri) => uri,
+            Err(err) => return ResponseFuture::failed(err.into()),
+        };
+        let via = via_value(req.version(), &self.upstream.via);
+        *req.uri_mut() = uri;
+        // The client speaks its own protocol to the upstream.
+        *req.version_mut() = Version::default();
+        let peer = req.extensions().get::<ClientAddr>().copied();
+        let headers = req.headers_mut();
+        remove_hop_by_hop(headers);
+        headers.remove(header::HOST);
+        headers.append(header::VIA, via);
+        if let Some(ClientAddr(addr)) = peer {
+            headers.append(
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::try_from(addr.ip().to_string())
+                    .expect("an IP address is a valid value"),
+            );
+        }
+        ResponseFuture {
+            kind: Kind::Called {
+                inner: self.inner.call(req),
+                via: self.upstream.via.clone(),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ReverseProxy`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Called { #[pin] inner: F, via: HeaderValue },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn failed(error: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ProxyBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { inner, via } => {
+                let mut res =
+                    ready!(inner.poll(cx)).map_err(|e| UpstreamError { source: e.into() })?;
+                let via = via_value(res.version(), via);
+                remove_hop_by_hop(res.headers_mut());
+                res.headers_mut().append(header::VIA, via);
+                *res.version_mut() = Version::default();
+                Poll::Ready(Ok(res.map(ProxyBody::upstream)))
+            }
+            KindProj::Failed { error } => {
+                Poll::Ready(Err(error.take().expect("future polled after completion")))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The body of a proxied response: the upstream's body, streamed, or a
+    /// short message of the proxy's own (an error page, a health report).
+    pub struct ProxyBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Upstream { #[pin] body: B },
+        Message { data: Option<Bytes> },
+    }
+}
+
+impl<B> fmt::Debug for ProxyBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Upstream { .. } => f.write_str("ProxyBody::Upstream"),
+            BodyKind::Message { data } => f.debug_tuple("ProxyBody::Message").field(data).finish(),
+        }
+    }
+}
+
+impl<B> ProxyBody<B> {
+    /// The upstream's body, streamed as is.
+    pub fn upstream(body: B) -> Self {
+        Self {
+            kind: BodyKind::Upstream { body },
+        }
+    }
+
+    /// A body of the proxy's own.
+    pub fn message(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        Self {
+            kind: BodyKind::Message {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> From<String> for ProxyBody<B> {
+    fn from(s: String) -> Self {
+        Self::message(s)
+    }
+}
+
+impl<B> Default for ProxyBody<B> {
+    fn default() -> Self {
+        Self::message(Bytes::new())
+    }
+}
+
+impl<B> Body for ProxyBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            BodyProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            BodyProj::Message { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Upstream { body } => body.is_end_stream(),
+            BodyKind::Message { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Upstream { body } => body.size_hint(),
+            BodyKind::Message { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "close, x-secret".parse().unwrap());
+        h.append("connection", "X-Other".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upstream_uri_joins_prefix_path_and_query() {
+        let layer = ReverseProxyLayer::new("http://127.0.0.1:1/base/".parse().unwrap()).unwrap();
+        let uri = layer.upstream.uri(&"/a/b?c=d".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://127.0.0.1:1/base/a/b?c=d");
+        let root = ReverseProxyLayer::new("http://127.0.0.1:1".parse().unwrap()).unwrap();
+        assert_eq!(
+            root.upstream.uri(&"*".parse().unwrap()).unwrap(),
+            "http://127.0.0.1:1/*"
+        );
+        assert!(ReverseProxyLayer::new("/relative".parse().unwrap()).is_err());
+        assert!(ReverseProxyLayer::new("ftp://127.0.0.1/".parse().unwrap()).is_err());
+        assert!(ReverseProxyLayer::new("http://127.0.0.1/?q".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn via_names_the_protocol() {
+        let name = HeaderValue::from_static("edge");
+        assert_eq!(via_value(Version::HTTP_2, &name), "2 edge");
+        assert_eq!(via_value(Version::HTTP_10, &name), "1.0 edge");
+    }
+}
