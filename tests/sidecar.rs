@@ -1,0 +1,269 @@
+//! Black-box tests of `examples/sidecar.rs`: the sidecar runs as its own
+//! process between a real hyper client and a real axum upstream, all on
+//! 127.0.0.1.
+#![cfg(feature = "config")]
+
+mod support;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use std::{io::Write, process::Command, time::Duration};
+use support::*;
+
+type ReqBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(data: impl Into<Bytes>) -> ReqBody {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
+}
+
+fn empty() -> ReqBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+async fn json(res: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"))
+}
+
+fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn forwards_every_method_path_query_and_body() {
+    let upstream = serve(upstream()).await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}")]);
+    let client = hyper_client::<ReqBody>();
+    for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let payload = format!("payload of {method}");
+        let req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(format!("http://{}/echo/a/b?x=1&y=two%20words", sidecar.addr.unwrap()))
+            .body(full(payload.clone()))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{method}");
+        assert_eq!(res.headers()["via"], "1.1 tower-shield");
+        if method == "HEAD" {
+            assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
+            continue;
+        }
+        let echo = json(res).await;
+        assert_eq!(echo["method"], method);
+        assert_eq!(echo["uri"], "/echo/a/b?x=1&y=two%20words");
+        assert_eq!(echo["body_sha256"], sha256_hex(payload.as_bytes()), "{method}");
+        assert_eq!(header(&echo, "via"), [hex(b"1.1 tower-shield")]);
+        assert_eq!(header(&echo, "x-forwarded-for"), [hex(b"127.0.0.1")]);
+        assert_eq!(header(&echo, "host"), [hex(upstream.to_string().as_bytes())]);
+    }
+}
+
+#[tokio::test]
+async fn repeated_and_non_utf8_headers_survive_both_ways() {
+    let upstream = serve(upstream()).await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}")]);
+    let binary = HeaderValue::from_bytes(&[b'o', 0xff, 0x80, b'k']).unwrap();
+    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+        .header("x-echo-multi", "first")
+        .header("x-echo-multi", "second")
+        .header("x-echo-bin", binary.clone())
+        .body(empty())
+        .unwrap();
+    let res = hyper_client::<ReqBody>().request(req).await.unwrap();
+    let multi: Vec<_> = res.headers().get_all("x-echo-multi").iter().collect();
+    assert_eq!(multi, ["first", "second"]);
+    assert_eq!(res.headers()["x-echo-bin"], binary);
+    let echo = json(res).await;
+    assert_eq!(header(&echo, "x-echo-multi"), [hex(b"first"), hex(b"second")]);
+    assert_eq!(header(&echo, "x-echo-bin"), [hex(binary.as_bytes())]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped() {
+    let upstream = serve(upstream().route(
+        "/hop",
+        axum::routing::get(|| async {
+            ([("connection", "x-hop-secret"), ("x-hop-secret", "1"), ("x-kept", "1")], "ok")
+        }),
+    ))
+    .await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}")]);
+    let client = hyper_client::<ReqBody>();
+    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .header("x-public", "yes")
+        .body(empty())
+        .unwrap();
+    let echo = json(client.request(req).await.unwrap()).await;
+    for dropped in ["x-private", "keep-alive", "proxy-connection", "te"] {
+        assert!(header(&echo, dropped).is_empty(), "{dropped} reached the upstream: {echo}");
+    }
+    assert_eq!(header(&echo, "x-public"), [hex(b"yes")]);
+
+    let req = Request::get(format!("http://{}/hop", sidecar.addr.unwrap())).body(empty()).unwrap();
+    let res = client.request(req).await.unwrap();
+    assert!(res.headers().get("x-hop-secret").is_none(), "{:?}", res.headers());
+    assert_eq!(res.headers()["x-kept"], "1");
+}
+
+#[tokio::test]
+async fn streams_20_mib_both_ways_without_holding_it() {
+    const SIZE: u64 = 20 * 1024 * 1024;
+    let upstream = serve(upstream()).await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}")]);
+    let client = hyper_client::<ReqBody>();
+    let base = format!("http://{}", sidecar.addr.unwrap());
+
+    // Warm up, then take the resident-memory baseline.
+    let warm = client.request(Request::get(format!("{base}/echo")).body(empty()).unwrap());
+    assert_eq!(warm.await.unwrap().status(), StatusCode::OK);
+    let baseline = sidecar.peak_rss_kib();
+
+    // Upload: a chunked body of unknown length, produced lazily.
+    let req = Request::post(format!("{base}/sink"))
+        .body(BodyExt::boxed(pattern_stream(SIZE, 256 * 1024)))
+        .unwrap();
+    let sunk = json(client.request(req).await.unwrap()).await;
+    assert_eq!(sunk["len"], SIZE);
+    assert_eq!(sunk["sha256"], pattern_sha256(SIZE));
+
+    // Download, hashed frame by frame.
+    let res = client
+        .request(Request::get(format!("{base}/source/{SIZE}")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let mut all = sha2::Sha256::default();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            sha2::Digest::update(&mut all, data);
+            len += data.len() as u64;
+        }
+    }
+    assert_eq!(len, SIZE);
+    assert_eq!(hex(&sha2::Digest::finalize(all)), pattern_sha256(SIZE));
+
+    if let (Some(before), Some(after)) = (baseline, sidecar.peak_rss_kib()) {
+        // Holding either body whole would add 20 MiB; streaming adds buffers.
+        eprintln!("sidecar peak RSS: {before} KiB before, {after} KiB after 2 x 20 MiB");
+        assert!(after - before < 8 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502_and_the_next_request_is_served() {
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{}", closed_port())]);
+    let client = hyper_client::<ReqBody>();
+    for _ in 0..2 {
+        let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap())).body(empty()).unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(text, "Bad Gateway: upstream request failed\n");
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_and_the_next_request_is_served() {
+    let upstream = serve(upstream()).await;
+    let mut file = tempfile("timeout");
+    writeln!(file.1, "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\"").unwrap();
+    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let client = hyper_client::<ReqBody>();
+    let base = format!("http://{}", sidecar.addr.unwrap());
+    // `/pending` never answers, so only the sidecar's timer can end it.
+    let res = client.request(Request::get(format!("{base}/pending")).body(empty()).unwrap());
+    let res = tokio::time::timeout(Duration::from_secs(30), res).await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    let res = client.request(Request::get(format!("{base}/echo")).body(empty()).unwrap());
+    assert_eq!(res.await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_endpoint_is_served_by_the_sidecar() {
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{}", closed_port())]);
+    let client = hyper_client::<ReqBody>();
+    let base = format!("http://{}", sidecar.addr.unwrap());
+    let res = client
+        .request(Request::get(format!("{base}/_shield/health")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let health = json(res).await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["layers"]["timeout"]["request_ms"], 5000);
+    let post = Request::post(format!("{base}/_shield/health")).body(empty()).unwrap();
+    assert_eq!(client.request(post).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn flags_override_the_file() {
+    let upstream = serve(upstream()).await;
+    let mut file = tempfile("override");
+    writeln!(file.1, "[sidecar]\nupstream = \"http://{}\"", closed_port()).unwrap();
+    let sidecar = start_sidecar(&[
+        "--config",
+        file.0.to_str().unwrap(),
+        "--upstream",
+        &format!("http://{upstream}"),
+    ]);
+    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap())).body(empty()).unwrap();
+    assert_eq!(hyper_client::<ReqBody>().request(req).await.unwrap().status(), StatusCode::OK);
+}
+
+fn tempfile(tag: &str) -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("tower-shield-{tag}-{}.toml", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    (path, file)
+}
+
+#[test]
+fn malformed_config_names_the_problem_and_exits_non_zero() {
+    let cases: &[(&str, &str)] = &[
+        ("[timeout]\nrequets = \"5s\"\n", "unknown field `requets`"),
+        ("[timout]\n", "unknown field `timout`"),
+        ("[timeout]\nrequest = \"5 fortnights\"\n", "invalid duration"),
+        ("[timeout]\nrequest = \"0s\"\n", "timeout.request"),
+        ("[sidecar]\nupstream = \"ftp://127.0.0.1/\"\n", "sidecar.upstream"),
+        ("[sidecar]\nlisten = 8080\n", "listen"),
+        ("not toml at all [", "TOML parse error"),
+        ("", "no upstream"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let (path, mut file) = tempfile(&format!("bad{i}"));
+        file.write_all(text.as_bytes()).unwrap();
+        let out = Command::new(example_bin("sidecar"))
+            .args(["--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(expected), "{text:?}: expected {expected:?} in {stderr}");
+        let _ = std::fs::remove_file(path);
+    }
+    for (args, expected) in [
+        (&["--listen", "nowhere"][..], "--listen \"nowhere\""),
+        (&["--bogus"][..], "unknown argument \"--bogus\""),
+        (&["--config", "/nonexistent/shield.toml"][..], "cannot read /nonexistent/shield.toml"),
+        (&["--upstream"][..], "--upstream needs a value"),
+    ] {
+        let out = Command::new(example_bin("sidecar")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+    }
+}

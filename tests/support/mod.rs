@@ -1,0 +1,237 @@
+//! Helpers shared by the integration tests: real servers on 127.0.0.1,
+//! real clients, and the example binaries run as child processes.
+#![allow(dead_code, unreachable_pub)]
+
+use axum::{
+    body::Body,
+    extract::{Path, Request},
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::{any, get},
+    Router,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use sha2::{Digest, Sha256};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+
+/// Serves `router` on 127.0.0.1 on a free port, in the test's runtime.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("serve");
+    });
+    addr
+}
+
+/// An address on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A plain hyper-util client for bodies of type `B`.
+pub fn hyper_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// The SHA-256 of `data`, as hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The test upstream: every route a test of a client or a proxy needs.
+///
+/// - `ANY /echo/*`: JSON with the method, URI, every header (values as hex,
+///   so non-UTF-8 bytes survive) and the body's length and SHA-256.
+/// - `ANY /sink`: reads the body as a stream, answers its length and SHA-256.
+/// - `GET /source/{n}`: streams `n` bytes (a repeating pattern) in 64 KiB frames.
+/// - `GET /status/{code}`: answers that status.
+/// - `GET /pending`: never answers.
+pub fn upstream() -> Router {
+    Router::new()
+        .route("/echo", any(echo))
+        .route("/echo/{*rest}", any(echo))
+        .route("/sink", any(sink))
+        .route("/source/{n}", get(source))
+        .route("/status/{code}", any(status))
+        .route("/pending", any(|| std::future::pending::<&'static str>()))
+}
+
+async fn echo(req: Request) -> impl IntoResponse {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), hex(v.as_bytes())))
+        .collect();
+    let mut response_headers = HeaderMap::new();
+    // Echo repeated and binary request headers back as response headers too.
+    for (name, value) in parts.headers.iter() {
+        if name.as_str().starts_with("x-echo-") {
+            response_headers.append(name.clone(), value.clone());
+        }
+    }
+    (
+        response_headers,
+        axum::Json(serde_json::json!({
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "headers": headers,
+            "body_len": body.len(),
+            "body_sha256": sha256_hex(&body),
+        })),
+    )
+}
+
+async fn sink(req: Request) -> impl IntoResponse {
+    let mut body = req.into_body();
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    len += data.len() as u64;
+                }
+            }
+            Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+        }
+    }
+    axum::Json(serde_json::json!({ "len": len, "sha256": hex(&hasher.finalize()) })).into_response()
+}
+
+/// The byte at offset `i` of every generated stream.
+pub fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) % 251) as u8
+}
+
+/// `n` bytes of [`pattern`], produced lazily in `chunk`-sized frames.
+pub fn pattern_stream(
+    n: u64,
+    chunk: usize,
+) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static> {
+    let chunks = n.div_ceil(chunk as u64);
+    StreamBody::new(futures_util::stream::iter((0..chunks).map(move |c| {
+        let start = c * chunk as u64;
+        let end = (start + chunk as u64).min(n);
+        Ok(Frame::data((start..end).map(pattern).collect::<Bytes>()))
+    })))
+}
+
+/// The SHA-256 of `n` bytes of [`pattern`], computed without holding them.
+pub fn pattern_sha256(n: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::with_capacity(65536);
+    let mut i = 0;
+    while i < n {
+        buf.clear();
+        let end = (i + 65536).min(n);
+        buf.extend((i..end).map(pattern));
+        hasher.update(&buf);
+        i = end;
+    }
+    hex(&hasher.finalize())
+}
+
+async fn source(Path(n): Path<u64>) -> Body {
+    Body::new(pattern_stream(n, 64 * 1024))
+}
+
+async fn status(Path(code): Path<u16>) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// The path of a built example binary, building it first if `cargo test`
+/// has not (it builds examples only when all targets are tested).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--all-features", "--example", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
+}
+
+/// A running example process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// The peak resident memory of the process so far, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+/// Starts the sidecar example listening on a free port and waits until it
+/// says where it listens (bounded: 60 s, for a cold debug build).
+pub fn start_sidecar(args: &[&str]) -> Process {
+    let mut child = Command::new(example_bin("sidecar"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sidecar");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("sidecar did not start");
+    let addr = line
+        .strip_prefix("sidecar listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    Process { child, addr: Some(addr) }
+}
