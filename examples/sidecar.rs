@@ -59,7 +59,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args::default();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
             _ => (arg, None),
         };
         if flag == "--help" || flag == "-h" {
@@ -75,9 +77,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--config" => parsed.config = Some(value()?.into()),
             "--listen" => {
                 let text = value()?;
-                let addr = text
-                    .parse()
-                    .map_err(|e| format!("--listen {text:?}: {e} (expected an address like 127.0.0.1:8080)"))?;
+                let addr = text.parse().map_err(|e| {
+                    format!("--listen {text:?}: {e} (expected an address like 127.0.0.1:8080)")
+                })?;
                 parsed.listen = Some(addr);
             }
             "--upstream" => parsed.upstream = Some(value()?),
@@ -143,7 +145,9 @@ where
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CACHE_CONTROL, "no-store")
-                .body(ProxyBody::message(Bytes::copy_from_slice(self.report.as_bytes())))
+                .body(ProxyBody::message(Bytes::copy_from_slice(
+                    self.report.as_bytes(),
+                )))
         } else {
             Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -183,11 +187,17 @@ async fn run(config: Config) -> Result<(), BoxError> {
         .client_stack(ClientStack::from_config(&config))
         .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
         .service(client);
-    let app = Health { inner: proxy, report: health_report(&config, &upstream).into() };
+    let app = Health {
+        inner: proxy,
+        report: health_report(&config, &upstream).into(),
+    };
 
     let listener = TcpListener::bind(listen).await?;
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("sidecar listening on http://{} -> {upstream}", listener.local_addr()?);
+    println!(
+        "sidecar listening on http://{} -> {upstream}",
+        listener.local_addr()?
+    );
 
     let server = auto::Builder::new(TokioExecutor::new());
     let shutdown = shutdown_signal();
@@ -212,7 +222,8 @@ async fn run(config: Config) -> Result<(), BoxError> {
         });
         let server = server.clone();
         tokio::spawn(async move {
-            let conn = server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn =
+                server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             if let Err(err) = conn.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }

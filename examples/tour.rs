@@ -1,1 +1,159 @@
-fn main() {}
+//! The tour: what each of tower-shield's layers does, step by step.
+//!
+//! ```text
+//! cargo run --example tour
+//! ```
+//!
+//! It starts a deliberately flaky upstream on 127.0.0.1, sends traffic
+//! through a client stack built from the crate's layers, and prints what
+//! happened at each step. It grows as layers land.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_shield::{
+    classify::{Classify, ServerErrorsAsFailures},
+    error::status_for,
+    stack::{ClientStack, ServerStack},
+    BoxError, ServiceBuilderExt,
+};
+
+/// The flaky upstream: `/ok` answers at once, `/slow` takes 3 s, `/flaky`
+/// fails every other call with 503.
+async fn start_upstream() -> SocketAddr {
+    use axum::{routing::get, Router};
+    let calls = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route("/ok", get(|| async { "hello from upstream" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "finally"
+            }),
+        )
+        .route(
+            "/flaky",
+            get(move || {
+                let n = calls.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if n % 2 == 0 {
+                        (StatusCode::SERVICE_UNAVAILABLE, "try again later")
+                    } else {
+                        (StatusCode::OK, "ok this time")
+                    }
+                }
+            }),
+        );
+    serve(app).await
+}
+
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n[{n}] {title}");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let started = Instant::now();
+    let upstream = start_upstream().await;
+    println!("tower-shield tour: flaky upstream on http://{upstream}");
+
+    let timeout = Duration::from_millis(500);
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new().timeout(timeout))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let classifier = ServerErrorsAsFailures::new();
+    let get = |path: &str| Request::get(format!("http://{upstream}{path}")).body(Empty::new());
+
+    step(
+        1,
+        "pass-through: the client stack forwards a request untouched",
+    );
+    let t = Instant::now();
+    let res = client.clone().oneshot(get("/ok")?).await;
+    let class = classifier.classify(&res);
+    let res = res?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    println!(
+        "    GET /ok -> {status} {body:?} in {:.1?}; classify: {class}",
+        t.elapsed()
+    );
+
+    step(2, "timeout: a slow upstream is cut off after 500ms");
+    let t = Instant::now();
+    let res = client.clone().oneshot(get("/slow")?).await;
+    let class = classifier.classify(&res);
+    let err = res.expect_err("the upstream takes 3 s");
+    let is_elapsed = err.is::<tower::timeout::error::Elapsed>();
+    println!(
+        "    GET /slow -> error {:?} after {:.0?} (tower Elapsed: {is_elapsed}); classify: {class}",
+        err.to_string(),
+        t.elapsed()
+    );
+    println!("    as a server response this is {}", status_for(&*err).0);
+
+    step(3, "classify: one place decides what counts as a failure");
+    for _ in 0..2 {
+        let res = client.clone().oneshot(get("/flaky")?).await;
+        let class = classifier.classify(&res);
+        println!("    GET /flaky -> {}; classify: {class}", res?.status());
+    }
+
+    step(
+        4,
+        "upstream down: a refused connection is a retryable error and a 502",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let req = Request::get(format!("http://{closed}/")).body(Empty::new())?;
+    let res = client.clone().oneshot(req).await;
+    let class = classifier.classify(&res);
+    let err = res.expect_err("nothing listens there");
+    println!(
+        "    GET http://{closed}/ -> error {:?}; classify: {class}",
+        err.to_string()
+    );
+    println!("    as a server response this is {}", status_for(&*err).0);
+
+    step(
+        5,
+        "server stack: an axum handler that overruns its deadline answers 504",
+    );
+    let app = axum::Router::new()
+        .route(
+            "/report",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "done"
+            }),
+        )
+        .layer(ServerStack::new().timeout(Duration::from_millis(300)));
+    let server = serve(app).await;
+    let req = Request::get(format!("http://{server}/report")).body(Empty::new())?;
+    let res = client.clone().oneshot(req).await?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    println!("    GET /report -> {status} {body:?}");
+
+    println!("\ntour finished in {:.1?}", started.elapsed());
+    Ok(())
+}

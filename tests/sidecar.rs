@@ -14,7 +14,9 @@ use support::*;
 type ReqBody = BoxBody<Bytes, std::io::Error>;
 
 fn full(data: impl Into<Bytes>) -> ReqBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn empty() -> ReqBody {
@@ -45,23 +47,39 @@ async fn forwards_every_method_path_query_and_body() {
         let payload = format!("payload of {method}");
         let req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(format!("http://{}/echo/a/b?x=1&y=two%20words", sidecar.addr.unwrap()))
+            .uri(format!(
+                "http://{}/echo/a/b?x=1&y=two%20words",
+                sidecar.addr.unwrap()
+            ))
             .body(full(payload.clone()))
             .unwrap();
         let res = client.request(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{method}");
         assert_eq!(res.headers()["via"], "1.1 tower-shield");
         if method == "HEAD" {
-            assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
+            assert!(res
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty());
             continue;
         }
         let echo = json(res).await;
         assert_eq!(echo["method"], method);
         assert_eq!(echo["uri"], "/echo/a/b?x=1&y=two%20words");
-        assert_eq!(echo["body_sha256"], sha256_hex(payload.as_bytes()), "{method}");
+        assert_eq!(
+            echo["body_sha256"],
+            sha256_hex(payload.as_bytes()),
+            "{method}"
+        );
         assert_eq!(header(&echo, "via"), [hex(b"1.1 tower-shield")]);
         assert_eq!(header(&echo, "x-forwarded-for"), [hex(b"127.0.0.1")]);
-        assert_eq!(header(&echo, "host"), [hex(upstream.to_string().as_bytes())]);
+        assert_eq!(
+            header(&echo, "host"),
+            [hex(upstream.to_string().as_bytes())]
+        );
     }
 }
 
@@ -81,7 +99,10 @@ async fn repeated_and_non_utf8_headers_survive_both_ways() {
     assert_eq!(multi, ["first", "second"]);
     assert_eq!(res.headers()["x-echo-bin"], binary);
     let echo = json(res).await;
-    assert_eq!(header(&echo, "x-echo-multi"), [hex(b"first"), hex(b"second")]);
+    assert_eq!(
+        header(&echo, "x-echo-multi"),
+        [hex(b"first"), hex(b"second")]
+    );
     assert_eq!(header(&echo, "x-echo-bin"), [hex(binary.as_bytes())]);
 }
 
@@ -90,7 +111,14 @@ async fn hop_by_hop_headers_are_dropped() {
     let upstream = serve(upstream().route(
         "/hop",
         axum::routing::get(|| async {
-            ([("connection", "x-hop-secret"), ("x-hop-secret", "1"), ("x-kept", "1")], "ok")
+            (
+                [
+                    ("connection", "x-hop-secret"),
+                    ("x-hop-secret", "1"),
+                    ("x-kept", "1"),
+                ],
+                "ok",
+            )
         }),
     ))
     .await;
@@ -107,13 +135,22 @@ async fn hop_by_hop_headers_are_dropped() {
         .unwrap();
     let echo = json(client.request(req).await.unwrap()).await;
     for dropped in ["x-private", "keep-alive", "proxy-connection", "te"] {
-        assert!(header(&echo, dropped).is_empty(), "{dropped} reached the upstream: {echo}");
+        assert!(
+            header(&echo, dropped).is_empty(),
+            "{dropped} reached the upstream: {echo}"
+        );
     }
     assert_eq!(header(&echo, "x-public"), [hex(b"yes")]);
 
-    let req = Request::get(format!("http://{}/hop", sidecar.addr.unwrap())).body(empty()).unwrap();
+    let req = Request::get(format!("http://{}/hop", sidecar.addr.unwrap()))
+        .body(empty())
+        .unwrap();
     let res = client.request(req).await.unwrap();
-    assert!(res.headers().get("x-hop-secret").is_none(), "{:?}", res.headers());
+    assert!(
+        res.headers().get("x-hop-secret").is_none(),
+        "{:?}",
+        res.headers()
+    );
     assert_eq!(res.headers()["x-kept"], "1");
 }
 
@@ -140,7 +177,11 @@ async fn streams_20_mib_both_ways_without_holding_it() {
 
     // Download, hashed frame by frame.
     let res = client
-        .request(Request::get(format!("{base}/source/{SIZE}")).body(empty()).unwrap())
+        .request(
+            Request::get(format!("{base}/source/{SIZE}"))
+                .body(empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -159,7 +200,10 @@ async fn streams_20_mib_both_ways_without_holding_it() {
     if let (Some(before), Some(after)) = (baseline, sidecar.peak_rss_kib()) {
         // Holding either body whole would add 20 MiB; streaming adds buffers.
         eprintln!("sidecar peak RSS: {before} KiB before, {after} KiB after 2 x 20 MiB");
-        assert!(after - before < 8 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+        assert!(
+            after - before < 8 * 1024,
+            "peak RSS grew from {before} KiB to {after} KiB"
+        );
     }
 }
 
@@ -168,7 +212,9 @@ async fn unreachable_upstream_is_502_and_the_next_request_is_served() {
     let sidecar = start_sidecar(&["--upstream", &format!("http://{}", closed_port())]);
     let client = hyper_client::<ReqBody>();
     for _ in 0..2 {
-        let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap())).body(empty()).unwrap();
+        let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+            .body(empty())
+            .unwrap();
         let res = client.request(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
         let text = res.into_body().collect().await.unwrap().to_bytes();
@@ -180,13 +226,24 @@ async fn unreachable_upstream_is_502_and_the_next_request_is_served() {
 async fn slow_upstream_is_504_and_the_next_request_is_served() {
     let upstream = serve(upstream()).await;
     let mut file = tempfile("timeout");
-    writeln!(file.1, "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\"").unwrap();
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\""
+    )
+    .unwrap();
     let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
     let client = hyper_client::<ReqBody>();
     let base = format!("http://{}", sidecar.addr.unwrap());
     // `/pending` never answers, so only the sidecar's timer can end it.
-    let res = client.request(Request::get(format!("{base}/pending")).body(empty()).unwrap());
-    let res = tokio::time::timeout(Duration::from_secs(30), res).await.unwrap().unwrap();
+    let res = client.request(
+        Request::get(format!("{base}/pending"))
+            .body(empty())
+            .unwrap(),
+    );
+    let res = tokio::time::timeout(Duration::from_secs(30), res)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     let res = client.request(Request::get(format!("{base}/echo")).body(empty()).unwrap());
     assert_eq!(res.await.unwrap().status(), StatusCode::OK);
@@ -198,7 +255,11 @@ async fn health_endpoint_is_served_by_the_sidecar() {
     let client = hyper_client::<ReqBody>();
     let base = format!("http://{}", sidecar.addr.unwrap());
     let res = client
-        .request(Request::get(format!("{base}/_shield/health")).body(empty()).unwrap())
+        .request(
+            Request::get(format!("{base}/_shield/health"))
+                .body(empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -206,8 +267,13 @@ async fn health_endpoint_is_served_by_the_sidecar() {
     let health = json(res).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["layers"]["timeout"]["request_ms"], 5000);
-    let post = Request::post(format!("{base}/_shield/health")).body(empty()).unwrap();
-    assert_eq!(client.request(post).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    let post = Request::post(format!("{base}/_shield/health"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        client.request(post).await.unwrap().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 }
 
 #[tokio::test]
@@ -221,8 +287,17 @@ async fn flags_override_the_file() {
         "--upstream",
         &format!("http://{upstream}"),
     ]);
-    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap())).body(empty()).unwrap();
-    assert_eq!(hyper_client::<ReqBody>().request(req).await.unwrap().status(), StatusCode::OK);
+    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        hyper_client::<ReqBody>()
+            .request(req)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 }
 
 fn tempfile(tag: &str) -> (std::path::PathBuf, std::fs::File) {
@@ -236,9 +311,15 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
     let cases: &[(&str, &str)] = &[
         ("[timeout]\nrequets = \"5s\"\n", "unknown field `requets`"),
         ("[timout]\n", "unknown field `timout`"),
-        ("[timeout]\nrequest = \"5 fortnights\"\n", "invalid duration"),
+        (
+            "[timeout]\nrequest = \"5 fortnights\"\n",
+            "invalid duration",
+        ),
         ("[timeout]\nrequest = \"0s\"\n", "timeout.request"),
-        ("[sidecar]\nupstream = \"ftp://127.0.0.1/\"\n", "sidecar.upstream"),
+        (
+            "[sidecar]\nupstream = \"ftp://127.0.0.1/\"\n",
+            "sidecar.upstream",
+        ),
         ("[sidecar]\nlisten = 8080\n", "listen"),
         ("not toml at all [", "TOML parse error"),
         ("", "no upstream"),
@@ -252,18 +333,30 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
-        assert!(stderr.contains(expected), "{text:?}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{text:?}: expected {expected:?} in {stderr}"
+        );
         let _ = std::fs::remove_file(path);
     }
     for (args, expected) in [
         (&["--listen", "nowhere"][..], "--listen \"nowhere\""),
         (&["--bogus"][..], "unknown argument \"--bogus\""),
-        (&["--config", "/nonexistent/shield.toml"][..], "cannot read /nonexistent/shield.toml"),
+        (
+            &["--config", "/nonexistent/shield.toml"][..],
+            "cannot read /nonexistent/shield.toml",
+        ),
         (&["--upstream"][..], "--upstream needs a value"),
     ] {
-        let out = Command::new(example_bin("sidecar")).args(args).output().unwrap();
+        let out = Command::new(example_bin("sidecar"))
+            .args(args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
     }
 }

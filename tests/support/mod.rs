@@ -29,7 +29,9 @@ use tokio::net::TcpListener;
 
 /// Serves `router` on 127.0.0.1 on a free port, in the test's runtime.
 pub async fn serve(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router).await.expect("serve");
@@ -81,7 +83,11 @@ pub fn upstream() -> Router {
 
 async fn echo(req: Request) -> impl IntoResponse {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -133,7 +139,9 @@ pub fn pattern(i: u64) -> u8 {
 pub fn pattern_stream(
     n: u64,
     chunk: usize,
-) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static> {
+) -> StreamBody<
+    impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static,
+> {
     let chunks = n.div_ceil(chunk as u64);
     StreamBody::new(futures_util::stream::iter((0..chunks).map(move |c| {
         let start = c * chunk as u64;
@@ -169,7 +177,10 @@ async fn status(Path(code): Path<u16>) -> StatusCode {
 /// has not (it builds examples only when all targets are tested).
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     let path = profile_dir.join("examples").join(name);
     if !path.exists() {
         let mut cmd = Command::new(env!("CARGO"));
@@ -227,11 +238,16 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("sidecar did not start");
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("sidecar did not start");
     let addr = line
         .strip_prefix("sidecar listening on http://")
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    Process { child, addr: Some(addr) }
+    Process {
+        child,
+        addr: Some(addr),
+    }
 }

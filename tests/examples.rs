@@ -1,0 +1,79 @@
+//! Every example runs against its own loopback server and prints what the
+//! README says it does.
+
+mod support;
+
+use std::process::Command;
+use support::example_bin;
+
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example_bin(name))
+        .args(args)
+        .output()
+        .expect("run example");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+#[cfg(feature = "config")]
+fn tour_shows_each_step() {
+    let out = run("tour", &[]);
+    for expected in [
+        "GET /ok -> 200 OK",
+        "classify: success",
+        "(tower Elapsed: true); classify: retryable",
+        "as a server response this is 504 Gateway Timeout",
+        "GET /flaky -> 503 Service Unavailable; classify: retryable",
+        "as a server response this is 502 Bad Gateway",
+        "GET /report -> 504 Gateway Timeout",
+        "tour finished in",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn hyper_client_example() {
+    let out = run("hyper_client", &[]);
+    assert!(out.contains("GET /hello -> 200 OK b\"hello\""), "{out}");
+    assert!(out.contains("POST /upper -> 200 OK b\"SHOUT\""), "{out}");
+    assert!(
+        out.contains("GET /stuck -> error: request timed out (timeout: true)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn axum_server_example() {
+    let out = run("axum_server", &["--demo"]);
+    assert!(out.contains("GET /api/hello -> 200 OK b\"hello\""), "{out}");
+    assert!(
+        out.contains("GET /api/slow -> 504 Gateway Timeout"),
+        "{out}"
+    );
+    assert!(
+        out.contains("GET /admin/slow -> 504 Gateway Timeout"),
+        "{out}"
+    );
+    assert!(out.contains("GET /api/missing -> 404 Not Found"), "{out}");
+}
+
+#[test]
+#[cfg(feature = "reqwest")]
+fn reqwest_client_example() {
+    let out = run("reqwest_client", &[]);
+    assert!(
+        out.contains("POST /count (1 MiB streamed) -> 200 OK b\"1048576 bytes in"),
+        "{out}"
+    );
+    assert!(
+        out.contains("GET /download -> 200 OK, 1048576 bytes streamed in"),
+        "{out}"
+    );
+}

@@ -1,0 +1,269 @@
+//! The stacks, the error helper and the reverse-proxy layer, in process on
+//! real loopback servers. Timeouts run on tokio's paused clock.
+
+mod support;
+
+use axum::{error_handling::HandleErrorLayer, routing::get, Router};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use std::{convert::Infallible, io, time::Duration};
+use support::*;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower_shield::{
+    classify::{Class, Classify, ServerErrorsAsFailures},
+    error::{error_response, handle_error, status_for, ErrorResponseLayer},
+    proxy::{ReverseProxyLayer, UpstreamError},
+    stack::{ClientStack, ServerStack},
+    BoxError, ServiceBuilderExt,
+};
+
+fn assert_send_sync<T: Send + Sync>() {}
+fn assert_send<T: Send>() {}
+
+#[test]
+fn services_and_futures_are_send_and_sync() {
+    type Inner = tower::util::ServiceFn<
+        fn(Request<String>) -> std::future::Ready<Result<Response<String>, Infallible>>,
+    >;
+    assert_send_sync::<tower_shield::stack::ClientService<Inner>>();
+    assert_send_sync::<tower_shield::stack::ServerService<Inner>>();
+    assert_send_sync::<tower_shield::proxy::ReverseProxy<Inner>>();
+    assert_send_sync::<tower_shield::error::ErrorResponse<Inner>>();
+    assert_send::<tower_shield::stack::ResponseFuture<std::future::Ready<Result<(), Infallible>>>>(
+    );
+    assert_send::<
+        tower_shield::error::ErrorResponseFuture<
+            std::future::Ready<Result<Response<String>, Infallible>>,
+        >,
+    >();
+    assert_send::<
+        tower_shield::proxy::ResponseFuture<
+            std::future::Ready<Result<Response<String>, Infallible>>,
+        >,
+    >();
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_stack_times_out_a_stuck_upstream() {
+    let upstream = serve(upstream()).await;
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new().timeout(Duration::from_secs(5)))
+        .service(hyper_client::<Empty<Bytes>>());
+    let started = tokio::time::Instant::now();
+    let req = Request::get(format!("http://{upstream}/pending"))
+        .body(Empty::new())
+        .unwrap();
+    let err = client.clone().oneshot(req).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        ServerErrorsAsFailures::new().classify(&Err::<Response<()>, _>(err)),
+        Class::Retryable
+    );
+
+    // The same stack serves the next request.
+    let req = Request::get(format!("http://{upstream}/echo"))
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(client.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn client_stack_passes_requests_and_bodies_through() {
+    let upstream = serve(upstream()).await;
+    for stack in [ClientStack::new(), ClientStack::new().no_timeout()] {
+        let client = ServiceBuilder::new()
+            .layer(stack)
+            .service(hyper_client::<Full<Bytes>>());
+        let req = Request::put(format!("http://{upstream}/echo/x?q=1"))
+            .body(Full::new(Bytes::from_static(b"body bytes")))
+            .unwrap();
+        let res = client.oneshot(req).await.unwrap();
+        let echo: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(echo["method"], "PUT");
+        assert_eq!(echo["uri"], "/echo/x?q=1");
+        assert_eq!(echo["body_sha256"], sha256_hex(b"body bytes"));
+    }
+}
+
+#[tokio::test]
+async fn client_stack_reports_a_refused_connection_as_retryable() {
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new())
+        .service(hyper_client::<Empty<Bytes>>());
+    let req = Request::get(format!("http://{}/", closed_port()))
+        .body(Empty::new())
+        .unwrap();
+    let result = client.oneshot(req).await;
+    assert_eq!(
+        ServerErrorsAsFailures::new().classify(&result),
+        Class::Retryable
+    );
+    let err = result.unwrap_err();
+    assert!(tower_shield::classify::is_connect_error(&*err));
+    assert_eq!(status_for(&*err).0, StatusCode::BAD_GATEWAY);
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    "late"
+}
+
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = hyper_client().request(req).await.unwrap();
+    let status = res.status();
+    (status, res.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_stack_answers_504_on_an_axum_router() {
+    let app = Router::new()
+        .route("/slow", get(slow))
+        .route("/fast", get(|| async { "fast" }))
+        .layer(ServerStack::new().timeout(Duration::from_secs(2)));
+    let addr = serve(app).await;
+    let (status, body) = get_status(addr, "/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "Gateway Timeout: request timed out\n");
+    assert_eq!(
+        get_status(addr, "/fast").await,
+        (StatusCode::OK, Bytes::from("fast"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_error_works_with_axums_handle_error_layer() {
+    let app = Router::new().route("/slow", get(slow)).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(handle_error))
+            .timeout(Duration::from_secs(1)),
+    );
+    let addr = serve(app).await;
+    assert_eq!(
+        get_status(addr, "/slow").await.0,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
+#[test]
+fn error_response_maps_each_error_to_its_status() {
+    let cases: Vec<(BoxError, StatusCode)> = vec![
+        (
+            Box::new(tower::timeout::error::Elapsed::new()),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (
+            Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
+            StatusCode::BAD_GATEWAY,
+        ),
+        ("a handler bug".into(), StatusCode::INTERNAL_SERVER_ERROR),
+    ];
+    for (err, status) in cases {
+        let res: Response<String> = error_response(&*err);
+        assert_eq!(res.status(), status, "{err}");
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+        assert!(res.headers().get("retry-after").is_none());
+        assert!(res.body().ends_with(&format!("{err}\n")), "{}", res.body());
+    }
+}
+
+#[tokio::test]
+async fn error_response_layer_never_fails_and_keeps_serving() {
+    let mut calls = 0;
+    let svc = service_fn(move |_req: Request<()>| {
+        calls += 1;
+        let odd = calls % 2 == 1;
+        async move {
+            if odd {
+                Err::<Response<String>, BoxError>(Box::new(io::Error::from(
+                    io::ErrorKind::BrokenPipe,
+                )))
+            } else {
+                Ok(Response::new("fine".to_owned()))
+            }
+        }
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(ErrorResponseLayer::new())
+        .service(svc);
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(res.into_body(), "fine");
+}
+
+#[tokio::test]
+async fn reverse_proxy_layer_over_a_real_client_and_upstream() {
+    let upstream = serve(upstream()).await;
+    let proxy = ServiceBuilder::new()
+        .error_responses()
+        .reverse_proxy(
+            ReverseProxyLayer::new(format!("http://{upstream}/echo").parse().unwrap()).unwrap(),
+        )
+        .service(hyper_client::<Full<Bytes>>());
+    let req = Request::post("/deep/path?a=b")
+        .header("host", "public.example")
+        .header("connection", "x-gone")
+        .header("x-gone", "1")
+        .body(Full::new(Bytes::from_static(b"xyz")))
+        .unwrap();
+    let res = proxy.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["via"], "1.1 tower-shield");
+    let echo: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["uri"], "/echo/deep/path?a=b");
+    assert_eq!(echo["body_sha256"], sha256_hex(b"xyz"));
+    let names: Vec<&str> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"x-gone") && !names.contains(&"connection"),
+        "{names:?}"
+    );
+    let host = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "host")
+        .unwrap();
+    assert_eq!(host[1], hex(upstream.to_string().as_bytes()));
+
+    // A client failure is an `UpstreamError`, answered with 502.
+    let down = ServiceBuilder::new()
+        .reverse_proxy(
+            ReverseProxyLayer::new(format!("http://{}", closed_port()).parse().unwrap()).unwrap(),
+        )
+        .service(hyper_client::<Full<Bytes>>());
+    let err = down
+        .clone()
+        .oneshot(Request::new(Full::default()))
+        .await
+        .unwrap_err();
+    assert!(err.is::<UpstreamError>());
+    let res = ServiceBuilder::new()
+        .error_responses()
+        .service(down)
+        .oneshot(Request::new(Full::default()));
+    assert_eq!(res.await.unwrap().status(), StatusCode::BAD_GATEWAY);
+}
