@@ -24,7 +24,7 @@ async fn main() -> Result<(), BoxError> {
             "/upper",
             post(|body: String| async move { body.to_uppercase() }),
         )
-        .route("/stuck", get(|| std::future::pending::<&'static str>()));
+        .route("/stuck", get(std::future::pending::<&'static str>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, upstream).await });

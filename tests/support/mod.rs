@@ -78,7 +78,7 @@ pub fn upstream() -> Router {
         .route("/sink", any(sink))
         .route("/source/{n}", get(source))
         .route("/status/{code}", any(status))
-        .route("/pending", any(|| std::future::pending::<&'static str>()))
+        .route("/pending", any(std::future::pending::<&'static str>))
 }
 
 async fn echo(req: Request) -> impl IntoResponse {
