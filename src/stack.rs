@@ -9,7 +9,7 @@
 //! | stack | layers, outermost first |
 //! |---|---|
 //! | [`ClientStack`] | timeout (default 5 s) |
-//! | [`ServerStack`] | error responses ([`ErrorResponseLayer`](crate::error::ErrorResponseLayer)), timeout |
+//! | [`ServerStack`] | error responses ([`crate::error::ErrorResponseLayer`]), timeout |
 //!
 //! # Example
 //!

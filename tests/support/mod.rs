@@ -251,3 +251,30 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         addr: Some(addr),
     }
 }
+
+/// The Redis server tests use, per DESIGN.md: `REDIS_URL` if set, else
+/// 127.0.0.1:6379 if it answers. `None` means "skip, loudly", unless
+/// `SHIELD_REQUIRE_REDIS=1`, which makes a missing Redis a failure.
+pub fn redis_url() -> Option<String> {
+    use std::io::{Read, Write};
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let hostport = url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
+    let answers = std::net::TcpStream::connect(&hostport)
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf)?;
+            Ok(&buf == b"+PONG\r\n")
+        })
+        .unwrap_or(false);
+    if answers {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("SHIELD_REQUIRE_REDIS").as_deref() != Ok("1"),
+        "SHIELD_REQUIRE_REDIS=1 but no Redis answers at {url}"
+    );
+    eprintln!("!!! SKIPPING: no Redis at {url}; set REDIS_URL or start redis-server !!!");
+    None
+}
