@@ -186,20 +186,7 @@ pub struct ReverseProxy<S> {
 }
 
 impl<S> ReverseProxy<S> {
-    /// The inner client service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner client service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner client service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 const HOP_BY_HOP: [HeaderName; 6] = [

@@ -258,7 +258,12 @@ pub fn start_sidecar(args: &[&str]) -> Process {
 pub fn redis_url() -> Option<String> {
     use std::io::{Read, Write};
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let hostport = url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
+    let hostport = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let answers = std::net::TcpStream::connect(&hostport)
         .and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(2)))?;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Side-by-side load test of the sidecar's pass-through against nginx as a
+# plain reverse proxy of the same upstream, and against the upstream alone.
+#
+#   benches/wrk_vs_nginx.sh            # 3 rounds x 10 s per target
+#   DURATION=5 ROUNDS=5 CONNECTIONS=32 benches/wrk_vs_nginx.sh
+#
+# The upstream is an nginx answering a fixed 200 (one worker). nginx-the-proxy
+# uses `worker_processes auto`, an upstream keepalive pool and HTTP/1.1 to the
+# upstream (the standard setup, so the comparison is fair); the sidecar is
+# built with --release and uses its defaults. Targets are run in alternation
+# in each round; medians of requests/s and p99 latency are printed with their
+# ratios. Everything listens on 127.0.0.1 and every run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+need() { command -v "$1" >/dev/null 2>&1 || command -v "/usr/sbin/$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --example sidecar -q
+SIDECAR=target/release/examples/sidecar
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NP=$(free_port); SP=$(free_port)
+WORK=$(mktemp -d /tmp/shield-wrk.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/proxy/nginx.pid" ] && kill "$(cat "$WORK/proxy/nginx.pid")" 2>/dev/null || true
+  sleep 0.2; rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+nginx_conf() { # dir, workers, http-block
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
+  keepalive_requests 1000000;
+  $3
+}
+CONF
+  "$NGINX" -p "$1" -c "$1/nginx.conf"
+}
+
+nginx_conf "$WORK/up" 1 "server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
+nginx_conf "$WORK/proxy" auto "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NP; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+"$SIDECAR" --listen "127.0.0.1:$SP" --upstream "http://127.0.0.1:$UP" > "$WORK/sidecar.log" 2>&1 &
+pids+=($!)
+
+for port in $UP $NP $SP; do
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS "http://127.0.0.1:$port/" >/dev/null
+done
+
+declare -A RPS P99
+run() { # name port
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local errors; errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
+  printf '  %-8s %10s req/s  p99 %8s %s\n' "$1" "$rps" "$p99" "$errors"
+  RPS[$1]+="$rps "; P99[$1]+="$p99 "
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r"
+  run direct "$UP"; run nginx "$NP"; run sidecar "$SP"
+done
+
+python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" <<'PY'
+import statistics, sys
+def ms(v):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit): return float(v[:-len(unit)]) * f
+    return float(v)
+names = ["direct", "nginx", "sidecar"]
+rps = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1:4])}
+p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[4:7])}
+print("\nmedians")
+for n in names:
+    print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms")
+print(f"\nsidecar / nginx   throughput {rps['sidecar']/rps['nginx']:.2f}x   p99 {p99['sidecar']/p99['nginx']:.2f}x")
+print(f"sidecar / direct  throughput {rps['sidecar']/rps['direct']:.2f}x")
+print(f"nginx / direct    throughput {rps['nginx']/rps['direct']:.2f}x")
+PY
