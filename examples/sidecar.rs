@@ -12,20 +12,22 @@
 //! `GET /_shield/health`. See README.md for the configuration reference.
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
     service::TowerToHyperService,
 };
 use std::{
+    collections::VecDeque,
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
     path::PathBuf,
+    pin::Pin,
     process::ExitCode,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -38,12 +40,19 @@ use tower_shield::{
     BoxError, ServiceBuilderExt,
 };
 
+// A proxy allocates a little for every request and frees it right after;
+// mimalloc's thread-local free lists make that cheaper than glibc's malloc
+// (measured with benches/wrk_vs_nginx.sh, see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: sidecar [--config FILE] [--listen ADDR] [--upstream URL]
 
   --config FILE    TOML configuration (see README.md); flags override it
   --listen ADDR    address to serve on (default 127.0.0.1:8080)
   --upstream URL   http:// URL to forward to, with an optional path prefix
+  --workers N      serving threads (default: one per CPU)
   --help           this text";
 
 const HEALTH_PATH: &str = "/_shield/health";
@@ -53,6 +62,7 @@ struct Args {
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     upstream: Option<String>,
+    workers: Option<usize>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -83,6 +93,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 parsed.listen = Some(addr);
             }
             "--upstream" => parsed.upstream = Some(value()?),
+            "--workers" => {
+                let text = value()?;
+                let n = text
+                    .parse()
+                    .map_err(|e| format!("--workers {text:?}: {e}"))?;
+                parsed.workers = Some(n);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -100,6 +117,9 @@ fn load(args: Args) -> Result<Config, ConfigError> {
     }
     if let Some(upstream) = args.upstream {
         config.sidecar.upstream = Some(upstream);
+    }
+    if let Some(workers) = args.workers {
+        config.sidecar.workers = Some(workers);
     }
     config.validate()?;
     if config.sidecar.upstream.is_none() {
@@ -120,13 +140,13 @@ struct Health<S> {
 
 impl<S> Service<Request<Incoming>> for Health<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody<Incoming>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send,
 {
-    type Response = Response<ProxyBody<Incoming>>;
+    type Response = Response<ProxyBody<PooledBody>>;
     type Error = Infallible;
     type Future = futures_util::future::Either<
         std::future::Ready<Result<Self::Response, Infallible>>,
@@ -169,55 +189,251 @@ fn health_report(config: &Config, upstream: &str) -> String {
     .to_string()
 }
 
-async fn run(config: Config) -> Result<(), BoxError> {
-    let upstream = config.sidecar.upstream.clone().expect("checked by load");
-    let listen = config
-        .sidecar
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+/// The sidecar's upstream client: HTTP/1.1 keep-alive connections made
+/// with hyper's connection API and kept in a pool that belongs to one
+/// worker thread.
+///
+/// hyper-util's pooled client (used by the examples and the benches) works
+/// as well; this one exists because a proxy pays the client's costs on every
+/// request. It skips the work hyper-util does to share a pool across threads
+/// and, above all, its one spawned task per HTTP/1 request that hands the
+/// connection back: here the response body hands it back when it ends.
+/// benches/wrk_vs_nginx.sh measured the difference (BENCHMARKS.md).
+#[derive(Clone)]
+struct UpstreamClient {
+    inner: Arc<ClientInner>,
+}
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.timeout.request));
-    let client: Client<HttpConnector, Incoming> =
-        Client::builder(TokioExecutor::new()).build(connector);
+struct ClientInner {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `Host` header for the upstream, built once.
+    host: HeaderValue,
+    connect_timeout: Duration,
+    idle: Mutex<VecDeque<SendRequest<Incoming>>>,
+}
 
-    let proxy = ServiceBuilder::new()
-        .error_responses()
-        .client_stack(ClientStack::from_config(&config))
-        .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
-        .service(client);
-    let app = Health {
-        inner: proxy,
-        report: health_report(&config, &upstream).into(),
-    };
+/// Idle connections kept per worker; more are closed when they come back.
+const MAX_IDLE: usize = 512;
 
-    let listener = TcpListener::bind(listen).await?;
-    // Tests and scripts read this line to learn the port when listening on :0.
-    println!(
-        "sidecar listening on http://{} -> {upstream}",
-        listener.local_addr()?
-    );
+impl UpstreamClient {
+    fn new(upstream: &http::Uri, connect_timeout: Duration) -> Result<Self, BoxError> {
+        let authority = upstream.authority().ok_or("the upstream needs a host")?;
+        if upstream.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return Err("the sidecar speaks http:// to its upstream".into());
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                addr: format!("{}:{port}", authority.host()),
+                host: HeaderValue::from_str(authority.as_str())?,
+                connect_timeout,
+                idle: Mutex::new(VecDeque::new()),
+            }),
+        })
+    }
 
-    let server = auto::Builder::new(TokioExecutor::new());
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    eprintln!("sidecar: accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    /// The oldest idle connection that is still open, if any.
+    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop_front() {
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, BoxError> {
+        let connect = tokio::net::TcpStream::connect(self.inner.addr.as_str());
+        let stream = tokio::time::timeout(self.inner.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send(self, mut req: Request<Incoming>) -> Result<Response<PooledBody>, BoxError> {
+        // The upstream gets origin-form; `ReverseProxy` made the URI absolute.
+        let origin = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        *req.uri_mut() = http::Uri::try_from(origin)?;
+        req.headers_mut()
+            .insert(header::HOST, self.inner.host.clone());
+        loop {
+            let (mut conn, pooled) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            if conn.ready().await.is_err() {
+                if pooled {
                     continue;
                 }
-            },
-            () = &mut shutdown => break,
+                return Err("upstream connection closed before the request".into());
+            }
+            match conn.try_send_request(req).await {
+                Ok(res) => {
+                    let pool = self.clone();
+                    return Ok(res.map(|body| PooledBody {
+                        body,
+                        conn: Some(conn),
+                        pool,
+                    }));
+                }
+                // A pooled connection that the upstream closed while it sat
+                // idle: the request never went out, so send it on another.
+                Err(mut err) if pooled && err.error().is_canceled() => match err.take_message() {
+                    Some(message) => req = message,
+                    None => return Err(err.into_error().into()),
+                },
+                Err(err) => return Err(err.into_error().into()),
+            }
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for UpstreamClient {
+    type Response = Response<PooledBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(self.clone().send(req))
+    }
+}
+
+/// An upstream response body that gives its connection back to the pool
+/// once the whole body has been read.
+struct PooledBody {
+    body: Incoming,
+    conn: Option<SendRequest<Incoming>>,
+    pool: UpstreamClient,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self
+                .pool
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push_back(conn);
+            }
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.release(),
+            Some(Err(_)) => self.conn = None,
+            Some(Ok(_)) if self.body.is_end_stream() => self.release(),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The sidecar's service for one worker: health, error responses, the
+/// client stack and the reverse proxy over the worker's own client pool.
+fn app(
+    config: &Config,
+    upstream: &str,
+) -> Result<
+    impl Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody<PooledBody>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+    BoxError,
+> {
+    let client = UpstreamClient::new(&upstream.parse()?, config.timeout.request)?;
+    let proxy = ServiceBuilder::new()
+        .error_responses()
+        .client_stack(ClientStack::from_config(config))
+        .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
+        .service(client);
+    Ok(Health {
+        inner: proxy,
+        report: health_report(config, upstream).into(),
+    })
+}
+
+/// A listening socket with `SO_REUSEPORT`, so that every worker has its own
+/// and the kernel spreads connections across them.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts and serves connections on one worker's listener until shutdown.
+async fn serve<S>(listener: std::net::TcpListener, app: S)
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = TcpListener::from_std(listener).expect("register the listener");
+    let server = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                eprintln!("sidecar: accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
+        let client_addr = ClientAddr::new(peer);
         let service = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(client_addr.clone());
             req
         });
         let server = server.clone();
@@ -229,6 +445,47 @@ async fn run(config: Config) -> Result<(), BoxError> {
             }
         });
     }
+}
+
+/// Thread per core, as nginx does with its workers: each worker thread runs
+/// a current-thread runtime with its own listener and its own upstream
+/// connection pool, so a request never crosses threads.
+fn run(config: Config) -> Result<(), BoxError> {
+    let upstream = config.sidecar.upstream.clone().expect("checked by load");
+    let listen = config
+        .sidecar
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let workers = config
+        .sidecar
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+
+    let first = bind(listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr)?);
+    }
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let app = app(&config, &upstream)?;
+        std::thread::Builder::new()
+            .name(format!("sidecar-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("worker runtime");
+                rt.block_on(serve(listener, app));
+            })?;
+    }
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("sidecar listening on http://{addr} -> {upstream} ({workers} workers)");
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shutdown_signal());
     println!("sidecar shutting down");
     Ok(())
 }
@@ -247,8 +504,7 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -267,7 +523,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config).await {
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("sidecar: {err}");

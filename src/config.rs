@@ -50,6 +50,9 @@ pub struct SidecarConfig {
     /// `upstream`: the absolute `http://` URI to forward to, with an
     /// optional path prefix (overridden by `--upstream`).
     pub upstream: Option<String>,
+    /// `workers`: how many threads serve connections, each with its own
+    /// listener and connection pool; default: one per CPU.
+    pub workers: Option<usize>,
 }
 
 /// `[timeout]`.
@@ -131,6 +134,9 @@ impl Config {
                 "timeout.request",
                 "must be greater than zero",
             ));
+        }
+        if self.sidecar.workers == Some(0) {
+            return Err(ConfigError::field("sidecar.workers", "must be at least 1"));
         }
         if let Some(upstream) = &self.sidecar.upstream {
             let uri: http::Uri = upstream

@@ -71,8 +71,28 @@ use tower_service::Service;
 
 /// The peer address of a server connection. A server that puts it in the
 /// request's extensions gets it appended to `X-Forwarded-For`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+///
+/// Build it once per connection and clone it into each request: the header
+/// value is formatted once, in [`ClientAddr::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    addr: SocketAddr,
+    header: HeaderValue,
+}
+
+impl ClientAddr {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let header =
+            HeaderValue::try_from(addr.ip().to_string()).expect("an IP address is a valid value");
+        Self { addr, header }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
 
 /// The upstream URI given to [`ReverseProxyLayer::new`] is not usable.
 #[derive(Debug)]
@@ -118,7 +138,8 @@ struct Upstream {
     authority: Authority,
     /// The upstream's path with no trailing `/`; empty for the root.
     prefix: String,
-    via: HeaderValue,
+    /// `Via` for HTTP/0.9, 1.0, 1.1, 2 and 3, built once.
+    via: [HeaderValue; 5],
 }
 
 /// Applies [`ReverseProxy`]. See the [module docs](self).
@@ -151,7 +172,7 @@ impl ReverseProxyLayer {
                 scheme,
                 authority,
                 prefix,
-                via: HeaderValue::from_static("tower-shield"),
+                via: via_values(&HeaderValue::from_static("tower-shield")),
             }),
         })
     }
@@ -160,7 +181,7 @@ impl ReverseProxyLayer {
     /// It must be a valid header value token; an invalid one is ignored.
     pub fn via_name(mut self, name: &str) -> Self {
         if let Ok(value) = HeaderValue::from_str(name) {
-            Arc::make_mut(&mut self.upstream).via = value;
+            Arc::make_mut(&mut self.upstream).via = via_values(&value);
         }
         self
     }
@@ -213,18 +234,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn via_value(version: Version, name: &HeaderValue) -> HeaderValue {
-    let protocol: &[u8] = match version {
-        Version::HTTP_09 => b"0.9 ",
-        Version::HTTP_10 => b"1.0 ",
-        Version::HTTP_2 => b"2 ",
-        Version::HTTP_3 => b"3 ",
-        _ => b"1.1 ",
-    };
-    let mut value = Vec::with_capacity(protocol.len() + name.len());
-    value.extend_from_slice(protocol);
-    value.extend_from_slice(name.as_bytes());
-    HeaderValue::from_bytes(&value).expect("protocol and a valid header value")
+fn via_values(name: &HeaderValue) -> [HeaderValue; 5] {
+    ["0.9 ", "1.0 ", "1.1 ", "2 ", "3 "].map(|protocol| {
+        let mut value = Vec::with_capacity(protocol.len() + name.len());
+        value.extend_from_slice(protocol.as_bytes());
+        value.extend_from_slice(name.as_bytes());
+        HeaderValue::from_bytes(&value).expect("protocol and a valid header value")
+    })
+}
+
+fn via_value(version: Version, via: &[HeaderValue; 5]) -> HeaderValue {
+    via[match version {
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 2,
+    }]
+    .clone()
 }
 
 impl Upstream {
@@ -269,22 +296,21 @@ where
         *req.uri_mut() = uri;
         // The client speaks its own protocol to the upstream.
         *req.version_mut() = Version::default();
-        let peer = req.extensions().get::<ClientAddr>().copied();
+        let peer = req
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|peer| peer.header.clone());
         let headers = req.headers_mut();
         remove_hop_by_hop(headers);
         headers.remove(header::HOST);
         headers.append(header::VIA, via);
-        if let Some(ClientAddr(addr)) = peer {
-            headers.append(
-                HeaderName::from_static("x-forwarded-for"),
-                HeaderValue::try_from(addr.ip().to_string())
-                    .expect("an IP address is a valid value"),
-            );
+        if let Some(peer) = peer {
+            headers.append(HeaderName::from_static("x-forwarded-for"), peer);
         }
         ResponseFuture {
             kind: Kind::Called {
                 inner: self.inner.call(req),
-                via: self.upstream.via.clone(),
+                upstream: self.upstream.clone(),
             },
         }
     }
@@ -303,7 +329,7 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F> {
-        Called { #[pin] inner: F, via: HeaderValue },
+        Called { #[pin] inner: F, upstream: Arc<Upstream> },
         Failed { error: Option<BoxError> },
     }
 }
@@ -325,10 +351,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { inner, via } => {
+            KindProj::Called { inner, upstream } => {
                 let mut res =
                     ready!(inner.poll(cx)).map_err(|e| UpstreamError { source: e.into() })?;
-                let via = via_value(res.version(), via);
+                let via = via_value(res.version(), &upstream.via);
                 remove_hop_by_hop(res.headers_mut());
                 res.headers_mut().append(header::VIA, via);
                 *res.version_mut() = Version::default();
@@ -472,8 +498,9 @@ mod tests {
 
     #[test]
     fn via_names_the_protocol() {
-        let name = HeaderValue::from_static("edge");
-        assert_eq!(via_value(Version::HTTP_2, &name), "2 edge");
-        assert_eq!(via_value(Version::HTTP_10, &name), "1.0 edge");
+        let via = via_values(&HeaderValue::from_static("edge"));
+        assert_eq!(via_value(Version::HTTP_2, &via), "2 edge");
+        assert_eq!(via_value(Version::HTTP_10, &via), "1.0 edge");
+        assert_eq!(via_value(Version::HTTP_11, &via), "1.1 edge");
     }
 }

@@ -360,3 +360,53 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
         );
     }
 }
+
+#[tokio::test]
+async fn upstream_closing_its_connections_does_not_fail_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A bare HTTP/1.1 upstream that answers one request per connection and
+    // then closes it without announcing it, as an idle-timeout would: the
+    // sidecar's pooled connection goes stale under it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for n in 0u32..64 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = format!("conn {n}");
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let sidecar = start_sidecar(&[
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--workers",
+        "1",
+    ]);
+    let client = hyper_client::<ReqBody>();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let req = Request::get(format!("http://{}/", sidecar.addr.unwrap()))
+            .body(empty())
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        seen.push(res.into_body().collect().await.unwrap().to_bytes());
+    }
+    // Every request got an answer, each on a connection of its own.
+    seen.dedup();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}

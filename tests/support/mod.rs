@@ -173,8 +173,11 @@ async fn status(Path(code): Path<u16>) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-/// The path of a built example binary, building it first if `cargo test`
-/// has not (it builds examples only when all targets are tested).
+/// The path of a built example binary. `cargo test` builds the examples
+/// when it builds all targets (as `cargo test --all-features` does); a test
+/// run that names one target (`--test sidecar`) does not, so a missing or
+/// stale binary fails here with the command that fixes it, rather than
+/// testing old code.
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
@@ -182,16 +185,30 @@ pub fn example_bin(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
     let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--all-features", "--example", name]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example {name} failed");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::fs::metadata(&path).and_then(|m| m.modified());
+    let newest_source = [
+        root.join("examples").join(format!("{name}.rs")),
+        root.join("src"),
+    ]
+    .iter()
+    .flat_map(|p| walk(p))
+    .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .max();
+    match (built, newest_source) {
+        (Ok(built), Some(source)) if built >= source => path,
+        _ => panic!(
+            "examples/{name}.rs is not built or older than its sources: run `cargo test --all-features` \
+             (it builds the examples) or `cargo build --all-features --example {name}` first"
+        ),
     }
-    path
+}
+
+fn walk(path: &std::path::Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().flat_map(|e| walk(&e.path())).collect(),
+        Err(_) => vec![path.to_path_buf()],
+    }
 }
 
 /// A running example process, killed when dropped.
