@@ -9,7 +9,7 @@
 # uses `worker_processes auto`, an upstream keepalive pool and HTTP/1.1 to the
 # upstream (the standard setup, so the comparison is fair); the sidecar is
 # built with --release and uses its defaults. Targets are run in alternation
-# in each round; medians of requests/s and p99 latency are printed with their
+# in each round, in a rotating order; medians of requests/s and p99 latency are printed with their
 # ratios. Everything listens on 127.0.0.1 and every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,9 +82,14 @@ run() { # name port
 }
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
+# Rotate the order every round so that neither proxy always runs first.
+order=("direct $UP" "nginx $NP" "sidecar $SP")
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
-  run direct "$UP"; run nginx "$NP"; run sidecar "$SP"
+  for i in 0 1 2; do
+    # shellcheck disable=SC2086
+    run ${order[$(( (i + r) % 3 ))]}
+  done
 done
 
 python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" <<'PY'
