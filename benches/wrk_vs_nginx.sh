@@ -62,7 +62,7 @@ CONF
 nginx_conf "$WORK/up" 1 "server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
 nginx_conf "$WORK/proxy" auto "upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NP; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-"$SIDECAR" --listen "127.0.0.1:$SP" --upstream "http://127.0.0.1:$UP" > "$WORK/sidecar.log" 2>&1 &
+"$SIDECAR" --listen "127.0.0.1:$SP" --upstream "http://127.0.0.1:$UP" ${SIDECAR_ARGS:-} > "$WORK/sidecar.log" 2>&1 &
 pids+=($!)
 
 for port in $UP $NP $SP; do
@@ -70,16 +70,39 @@ for port in $UP $NP $SP; do
   curl -fsS "http://127.0.0.1:$port/" >/dev/null
 done
 
-declare -A RPS P99
+# CPU time (user + system, in clock ticks) of every thread of the given
+# processes: the proxy's cost per request, which, unlike requests per second,
+# does not move with what the rest of a shared machine is doing.
+ticks() {
+  local sum=0 t
+  for p in "$@"; do
+    for t in /proc/"$p"/task/*/stat; do
+      sum=$((sum + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$sum"
+}
+HZ=$(getconf CLK_TCK)
+
+declare -A RPS P99 CPU PIDS
 run() { # name port
+  local before after
+  before=$(ticks ${PIDS[$1]})
   local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
-  local rps p99
+  after=$(ticks ${PIDS[$1]})
+  local rps p99 total cpu
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$total" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
   local errors; errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
-  printf '  %-8s %10s req/s  p99 %8s %s\n' "$1" "$rps" "$p99" "$errors"
-  RPS[$1]+="$rps "; P99[$1]+="$p99 "
+  printf '  %-8s %10s req/s  p99 %8s  %6s us CPU/req %s\n' "$1" "$rps" "$p99" "$cpu" "$errors"
+  RPS[$1]+="$rps "; P99[$1]+="$p99 "; CPU[$1]+="$cpu "
 }
+
+PIDS[direct]=$(cat "$WORK/up/nginx.pid"; pgrep -P "$(cat "$WORK/up/nginx.pid")")
+PIDS[nginx]=$(cat "$WORK/proxy/nginx.pid"; pgrep -P "$(cat "$WORK/proxy/nginx.pid")")
+PIDS[sidecar]=${pids[0]}
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 # Rotate the order every round so that neither proxy always runs first.
@@ -92,7 +115,8 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" <<'PY'
+python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" \
+  "${CPU[direct]}" "${CPU[nginx]}" "${CPU[sidecar]}" <<'PY'
 import statistics, sys
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
@@ -101,10 +125,15 @@ def ms(v):
 names = ["direct", "nginx", "sidecar"]
 rps = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1:4])}
 p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[4:7])}
-print("\nmedians")
+cpu = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[7:10])}
+rounds = [a.split() for a in sys.argv[1:4]]
+paired = [float(s) / float(n) for n, s in zip(rounds[1], rounds[2])]
+print("\nmedians (direct's CPU is the upstream's own)")
 for n in names:
-    print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms")
-print(f"\nsidecar / nginx   throughput {rps['sidecar']/rps['nginx']:.2f}x   p99 {p99['sidecar']/p99['nginx']:.2f}x")
+    print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms  {cpu[n]:6.1f} us CPU/req")
+print(f"\nsidecar / nginx   throughput {rps['sidecar']/rps['nginx']:.2f}x   p99 {p99['sidecar']/p99['nginx']:.2f}x"
+      f"   CPU per request {cpu['sidecar']/cpu['nginx']:.2f}x")
+print(f"sidecar / nginx   per round: " + " ".join(f"{r:.2f}" for r in paired))
 print(f"sidecar / direct  throughput {rps['sidecar']/rps['direct']:.2f}x")
 print(f"nginx / direct    throughput {rps['nginx']/rps['direct']:.2f}x")
 PY

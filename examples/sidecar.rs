@@ -27,7 +27,10 @@ use std::{
     path::PathBuf,
     pin::Pin,
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -122,11 +125,20 @@ fn load(args: Args) -> Result<Config, ConfigError> {
         config.sidecar.workers = Some(workers);
     }
     config.validate()?;
-    if config.sidecar.upstream.is_none() {
-        return Err(ConfigError::field(
-            "sidecar.upstream",
-            "no upstream: pass --upstream URL or set it in the [sidecar] section",
-        ));
+    match &config.sidecar.upstream {
+        None => {
+            return Err(ConfigError::field(
+                "sidecar.upstream",
+                "no upstream: pass --upstream URL or set it in the [sidecar] section",
+            ))
+        }
+        Some(upstream) if !upstream.starts_with("http://") => {
+            return Err(ConfigError::field(
+                "sidecar.upstream",
+                "the sidecar has no TLS client: give an http:// upstream",
+            ))
+        }
+        Some(_) => {}
     }
     Ok(config)
 }
@@ -252,7 +264,10 @@ impl UpstreamClient {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await?;
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, "upstream connection ended with an error");
@@ -263,8 +278,14 @@ impl UpstreamClient {
 
     async fn send(self, mut req: Request<Incoming>) -> Result<Response<PooledBody>, BoxError> {
         // The upstream gets origin-form; `ReverseProxy` made the URI absolute.
-        let origin = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        *req.uri_mut() = http::Uri::try_from(origin)?;
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() = http::Uri::from_parts(origin)?;
         req.headers_mut()
             .insert(header::HOST, self.inner.host.clone());
         loop {
@@ -392,8 +413,7 @@ fn app(
     })
 }
 
-/// A listening socket with `SO_REUSEPORT`, so that every worker has its own
-/// and the kernel spreads connections across them.
+/// The listening socket, with a backlog that suits a proxy.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -401,25 +421,59 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         None,
     )?;
     socket.set_reuse_address(true)?;
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-/// Accepts and serves connections on one worker's listener until shutdown.
-async fn serve<S>(listener: std::net::TcpListener, app: S)
-where
+/// A worker's end of the acceptor: connections to serve, and how many it
+/// is serving now.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    active: Arc<AtomicUsize>,
+}
+
+/// Serves the connections the acceptor hands this worker, each on this
+/// thread, until the acceptor goes away.
+async fn serve<S>(
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    active: Arc<AtomicUsize>,
+    app: S,
+) where
     S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let listener = TcpListener::from_std(listener).expect("register the listener");
-    let server = auto::Builder::new(TokioExecutor::new());
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server.http1().writev(false);
+    while let Some((stream, peer)) = connections.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+            active.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let client_addr = ClientAddr::new(peer);
+        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(client_addr.clone());
+            req
+        });
+        let server = server.clone();
+        let active = active.clone();
+        tokio::spawn(async move {
+            let conn =
+                server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(err) = conn.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Accepts connections and hands each to the worker serving the fewest.
+async fn accept(listener: TcpListener, workers: Vec<Worker>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -431,44 +485,51 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let client_addr = ClientAddr::new(peer);
-        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(client_addr.clone());
-            req
-        });
-        let server = server.clone();
-        tokio::spawn(async move {
-            let conn =
-                server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.active.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.active.fetch_add(1, Ordering::Relaxed);
+        if worker.connections.send((stream, peer)).is_err() {
+            eprintln!("sidecar: a worker thread has stopped");
+            return;
+        }
     }
 }
 
 /// Thread per core, as nginx does with its workers: each worker thread runs
-/// a current-thread runtime with its own listener and its own upstream
-/// connection pool, so a request never crosses threads.
+/// a current-thread runtime with its own upstream connection pool, so a
+/// request never crosses threads. One acceptor hands each new connection to
+/// the worker serving the fewest. (Per-worker `SO_REUSEPORT` listeners and
+/// one listener shared by all workers were measured too: the first let the
+/// kernel's hash split wrk's connections unevenly, the second let whichever
+/// worker woke first take a whole burst; either way one worker was
+/// saturated beside an idle one.)
 fn run(config: Config) -> Result<(), BoxError> {
     let upstream = config.sidecar.upstream.clone().expect("checked by load");
     let listen = config
         .sidecar
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let workers = config
+    let count = config
         .sidecar
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
 
-    let first = bind(listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind(addr)?);
-    }
-    for (i, listener) in listeners.into_iter().enumerate() {
+    let listener = bind(listen)?;
+    let addr = listener.local_addr()?;
+    let mut workers = Vec::with_capacity(count);
+    for i in 0..count {
         let app = app(&config, &upstream)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let active = Arc::new(AtomicUsize::new(0));
+        workers.push(Worker {
+            connections: tx,
+            active: active.clone(),
+        });
         std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
             .spawn(move || {
@@ -476,16 +537,23 @@ fn run(config: Config) -> Result<(), BoxError> {
                     .enable_all()
                     .build()
                     .expect("worker runtime");
-                rt.block_on(serve(listener, app));
+                rt.block_on(serve(rx, active, app));
             })?;
     }
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("sidecar listening on http://{addr} -> {upstream} ({workers} workers)");
+    println!("sidecar listening on http://{addr} -> {upstream} ({count} workers)");
 
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(shutdown_signal());
+        .block_on(async move {
+            let listener = TcpListener::from_std(listener)?;
+            tokio::select! {
+                () = accept(listener, workers) => {}
+                () = shutdown_signal() => {}
+            }
+            Ok::<_, BoxError>(())
+        })?;
     println!("sidecar shutting down");
     Ok(())
 }

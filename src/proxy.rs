@@ -222,14 +222,28 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: every header
 /// named in `Connection`, then the fixed list.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // Most messages carry none of them: look before removing anything, as a
+    // removal hashes the name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        // Cloning a value only bumps a reference count.
+        let listed: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for value in &listed {
+            let Ok(value) = value.to_str() else { continue };
+            for name in value.split(',') {
+                // Removing by `&str` looks the name up without allocating it;
+                // a token that is not a valid header name matches nothing.
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -256,6 +270,18 @@ fn via_value(version: Version, via: &[HeaderValue; 5]) -> HeaderValue {
 
 impl Upstream {
     fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        match original.path_and_query() {
+            // The common case: no prefix and an origin-form target, shared
+            // with the original request without a copy.
+            Some(pq) if self.prefix.is_empty() && pq.as_str().starts_with('/') => {
+                parts.path_and_query = Some(pq.clone());
+                return Ok(Uri::from_parts(parts)?);
+            }
+            _ => {}
+        }
         let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
         let path_and_query = if !path_and_query.starts_with('/') {
             PathAndQuery::try_from(format!("{}/{}", self.prefix, path_and_query))?
@@ -494,6 +520,65 @@ mod tests {
         assert!(ReverseProxyLayer::new("/relative".parse().unwrap()).is_err());
         assert!(ReverseProxyLayer::new("ftp://127.0.0.1/".parse().unwrap()).is_err());
         assert!(ReverseProxyLayer::new("http://127.0.0.1/?q".parse().unwrap()).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever a client puts in `Connection` and the headers around
+        /// it, no hop-by-hop header survives, nothing panics, and every
+        /// other header is kept.
+        #[test]
+        fn no_hop_by_hop_header_survives(
+            connection in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..4),
+            names in proptest::collection::vec("[a-z-]{1,12}", 0..8),
+        ) {
+            let mut h = HeaderMap::new();
+            for value in &connection {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    h.append(header::CONNECTION, value);
+                }
+            }
+            for name in &names {
+                h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            }
+            for name in &HOP_BY_HOP {
+                h.append(name.clone(), HeaderValue::from_static("x"));
+            }
+            let listed: Vec<String> = h
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+                .collect();
+            remove_hop_by_hop(&mut h);
+            for name in HOP_BY_HOP.iter() {
+                proptest::prop_assert!(!h.contains_key(name));
+            }
+            for name in &names {
+                let hop = HOP_BY_HOP.iter().any(|n| n == name.as_str()) || listed.contains(name);
+                proptest::prop_assert_eq!(h.contains_key(name.as_str()), !hop, "{}", name);
+            }
+        }
+
+        /// Any request target either maps onto the upstream (same scheme and
+        /// authority, the prefix first, the query kept) or is an error.
+        #[test]
+        fn upstream_uri_keeps_authority_prefix_and_query(
+            path in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}",
+            query in proptest::option::of("[a-zA-Z0-9=&%+._-]{0,20}"),
+        ) {
+            let layer = ReverseProxyLayer::new("http://127.0.0.1:9/base".parse().unwrap()).unwrap();
+            let target = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let Ok(original) = target.parse::<Uri>() else { return Ok(()) };
+            if let Ok(uri) = layer.upstream.uri(&original) {
+                proptest::prop_assert_eq!(uri.scheme_str(), Some("http"));
+                proptest::prop_assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:9");
+                proptest::prop_assert!(uri.path().starts_with("/base"));
+                proptest::prop_assert_eq!(uri.query(), original.query());
+            }
+        }
     }
 
     #[test]

@@ -321,6 +321,12 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
             "sidecar.upstream",
         ),
         ("[sidecar]\nlisten = 8080\n", "listen"),
+        (
+            "[sidecar]\nupstream = \"https://127.0.0.1/\"\n",
+            "no TLS client",
+        ),
+        ("[sidecar]\nworkers = 0\n", "sidecar.workers"),
+        ("[sidecar]\nworkers = -1\n", "workers"),
         ("not toml at all [", "TOML parse error"),
         ("", "no upstream"),
     ];
