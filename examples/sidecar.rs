@@ -245,10 +245,12 @@ impl UpstreamClient {
         })
     }
 
-    /// The oldest idle connection that is still open, if any.
+    /// The most recently used idle connection that is still open, if any:
+    /// reusing the warmest connection (as nginx's keepalive cache does)
+    /// lets the others time out at the upstream when traffic drops.
     fn take_idle(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(conn) = idle.pop_front() {
+        while let Some(conn) = idle.pop_back() {
             if !conn.is_closed() {
                 return Some(conn);
             }
