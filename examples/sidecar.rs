@@ -43,12 +43,6 @@ use tower_shield::{
     BoxError, ServiceBuilderExt,
 };
 
-// A proxy allocates a little for every request and frees it right after;
-// mimalloc's thread-local free lists make that cheaper than glibc's malloc
-// (measured with benches/wrk_vs_nginx.sh, see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "\
 usage: sidecar [--config FILE] [--listen ADDR] [--upstream URL]
 
