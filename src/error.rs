@@ -8,6 +8,7 @@
 //! | error in the chain | status |
 //! |---|---|
 //! | [`tower::timeout::error::Elapsed`] | 504 Gateway Timeout |
+//! | `breaker::Open` (an open circuit breaker) | 503 Service Unavailable, `Retry-After` |
 //! | [`crate::proxy::UpstreamError`], or an I/O error (refused, reset, ...) | 502 Bad Gateway |
 //! | anything else | 500 Internal Server Error |
 //!
@@ -55,6 +56,10 @@ pub fn status_for(error: &(dyn StdError + 'static)) -> (StatusCode, Option<Durat
     while let (Some(err), true) = (next, depth < 64) {
         if err.is::<tower::timeout::error::Elapsed>() {
             return (StatusCode::GATEWAY_TIMEOUT, None);
+        }
+        #[cfg(feature = "breaker")]
+        if let Some(open) = err.downcast_ref::<crate::breaker::Open>() {
+            return (StatusCode::SERVICE_UNAVAILABLE, Some(open.retry_after()));
         }
         if err.is::<crate::proxy::UpstreamError>() || err.is::<io::Error>() {
             // Keep looking: a timeout deeper in the chain is more precise.

@@ -14,6 +14,7 @@
 //! | [`body`] | bounded buffering so bodies can be replayed or cached | always |
 //! | [`error`] | typed errors to HTTP responses (`HandleErrorLayer`) | always |
 //! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
+//! | `breaker` | circuit breakers, single or per upstream | `breaker` (default) |
 //! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
 //! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` (default) |
 //! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
@@ -73,6 +74,7 @@
 //!
 //! - `config` (default): [`config::Config`], read from TOML, and
 //!   `from_config` on the stacks.
+//! - `breaker` (default): `breaker::CircuitBreakerLayer`.
 //! - `reqwest`: [`reqwest::ReqwestService`].
 //! - `full`: all of the above.
 //!
@@ -109,6 +111,9 @@ macro_rules! define_inner_service_accessors {
 }
 
 pub mod body;
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+pub mod breaker;
 pub mod classify;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
@@ -154,6 +159,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds an [`error::ErrorResponseLayer`]: errors below become responses.
     fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>>;
 
+    /// Adds a [`breaker::CircuitBreakerLayer`].
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    fn circuit_breaker<K, C>(
+        self,
+        layer: breaker::CircuitBreakerLayer<K, C>,
+    ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>>;
+
     /// Adds a [`proxy::ReverseProxyLayer`].
     fn reverse_proxy(
         self,
@@ -184,6 +197,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: proxy::ReverseProxyLayer,
     ) -> ServiceBuilder<Stack<proxy::ReverseProxyLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn circuit_breaker<K, C>(
+        self,
+        layer: breaker::CircuitBreakerLayer<K, C>,
+    ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>> {
         self.layer(layer)
     }
 }

@@ -1,0 +1,254 @@
+//! Breaker settings.
+
+use std::{fmt, time::Duration};
+
+/// How failures are detected while the breaker is closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Detection {
+    /// Open after this many failures in a row.
+    Consecutive {
+        /// The streak that opens the breaker.
+        failures: u32,
+    },
+    /// Open when at least `failure_rate` percent of the calls in the window
+    /// failed, once the window holds `min_calls` calls.
+    Rate {
+        /// Percent, 0 < rate <= 100.
+        failure_rate: f64,
+        /// Calls the window must hold before the rate is judged.
+        min_calls: u32,
+    },
+}
+
+/// The window the rates are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Window {
+    /// The last N calls.
+    Calls(u32),
+    /// The calls of the last duration, in ten buckets.
+    Duration(Duration),
+}
+
+/// A breaker's configuration. Build it with the methods; check it with
+/// [`Config::validate`] (the layer does).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_shield::breaker::Config;
+///
+/// let config = Config::default()
+///     .failure_rate(50.0)
+///     .window_calls(20)
+///     .min_calls(10)
+///     .open_for(Duration::from_secs(5));
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub(crate) detection: Detection,
+    pub(crate) window: Window,
+    pub(crate) min_calls: u32,
+    pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) slow_call_rate: Option<f64>,
+    pub(crate) open_for: Duration,
+    pub(crate) open_for_max: Option<Duration>,
+    pub(crate) half_open_probes: u32,
+    pub(crate) close_after: u32,
+    pub(crate) max_retry_after: Option<Duration>,
+}
+
+impl Default for Config {
+    /// Open after 5 failures in a row, for 30 s; one probe at a time; close
+    /// after 3 probe successes.
+    fn default() -> Self {
+        Self {
+            detection: Detection::Consecutive { failures: 5 },
+            window: Window::Calls(100),
+            min_calls: 10,
+            slow_call_duration: None,
+            slow_call_rate: None,
+            open_for: Duration::from_secs(30),
+            open_for_max: None,
+            half_open_probes: 1,
+            close_after: 3,
+            max_retry_after: None,
+        }
+    }
+}
+
+/// A configuration value that makes no sense, named by its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConfig {
+    field: &'static str,
+    problem: &'static str,
+}
+
+impl InvalidConfig {
+    /// The field at fault, as named in the `[breaker]` section.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `breaker.{}`: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+impl Config {
+    /// Open after `failures` failures in a row (the default mode, 5).
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.detection = Detection::Consecutive { failures };
+        self
+    }
+
+    /// Open when this percentage of the calls in the window failed.
+    pub fn failure_rate(mut self, percent: f64) -> Self {
+        self.detection = Detection::Rate {
+            failure_rate: percent,
+            min_calls: self.min_calls,
+        };
+        self
+    }
+
+    /// The window: the last `calls` calls.
+    pub fn window_calls(mut self, calls: u32) -> Self {
+        self.window = Window::Calls(calls);
+        self
+    }
+
+    /// The window: the calls of the last `duration`.
+    pub fn window_duration(mut self, duration: Duration) -> Self {
+        self.window = Window::Duration(duration);
+        self
+    }
+
+    /// Calls the window must hold before a rate is judged (default 10).
+    pub fn min_calls(mut self, calls: u32) -> Self {
+        self.min_calls = calls;
+        if let Detection::Rate { failure_rate, .. } = self.detection {
+            self.detection = Detection::Rate {
+                failure_rate,
+                min_calls: calls,
+            };
+        }
+        self
+    }
+
+    /// Calls slower than `duration` count as slow; with
+    /// [`slow_call_rate`](Self::slow_call_rate), enough of them open the
+    /// breaker. A slow probe counts as a failed one.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// Open when this percentage of the calls in the window were slow.
+    pub fn slow_call_rate(mut self, percent: f64) -> Self {
+        self.slow_call_rate = Some(percent);
+        self
+    }
+
+    /// How long the breaker stays open (default 30 s).
+    pub fn open_for(mut self, duration: Duration) -> Self {
+        self.open_for = duration;
+        self
+    }
+
+    /// Doubles the open time on every trip in a row, up to `max`.
+    pub fn open_for_max(mut self, max: Duration) -> Self {
+        self.open_for_max = Some(max);
+        self
+    }
+
+    /// Probe calls let through at a time while half-open (default 1).
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes;
+        self
+    }
+
+    /// Probe successes that close the breaker (default 3).
+    pub fn close_after(mut self, successes: u32) -> Self {
+        self.close_after = successes;
+        self
+    }
+
+    /// Opens (or keeps open) the breaker when the upstream answers 429 or
+    /// 503 with `Retry-After`, for the time it asks, at most `max`.
+    pub fn respect_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = Some(max);
+        self
+    }
+
+    /// Whether calls need a clock read: slow-call detection or a time window.
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.slow_call_duration.is_some()
+            || matches!(
+                (self.detection, self.window),
+                (Detection::Rate { .. }, Window::Duration(_))
+            )
+    }
+
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let bad = |field, problem| Err(InvalidConfig { field, problem });
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0 && r <= 100.0;
+        match self.detection {
+            Detection::Consecutive { failures: 0 } => {
+                return bad("failure_threshold", "must be at least 1")
+            }
+            Detection::Rate { failure_rate, .. } if !rate_ok(failure_rate) => {
+                return bad(
+                    "failure_rate",
+                    "must be a percentage above 0 and at most 100",
+                )
+            }
+            _ => {}
+        }
+        match self.window {
+            Window::Calls(0) => return bad("window", "must hold at least one call"),
+            Window::Calls(n) if n > 1_000_000 => {
+                return bad("window", "must be at most 1000000 calls")
+            }
+            Window::Duration(d) if d < Duration::from_millis(10) => {
+                return bad("window", "must be at least 10ms")
+            }
+            _ => {}
+        }
+        if self.min_calls == 0 {
+            return bad("min_calls", "must be at least 1");
+        }
+        if let Some(rate) = self.slow_call_rate {
+            if !rate_ok(rate) {
+                return bad(
+                    "slow_call_rate",
+                    "must be a percentage above 0 and at most 100",
+                );
+            }
+            if self.slow_call_duration.is_none() {
+                return bad("slow_call_rate", "needs slow_call_duration");
+            }
+        }
+        if self.slow_call_duration == Some(Duration::ZERO) {
+            return bad("slow_call_duration", "must be greater than zero");
+        }
+        if self.open_for.is_zero() {
+            return bad("open_for", "must be greater than zero");
+        }
+        if self.open_for_max.is_some_and(|max| max < self.open_for) {
+            return bad("open_for_max", "must not be shorter than open_for");
+        }
+        if self.half_open_probes == 0 {
+            return bad("half_open_probes", "must be at least 1");
+        }
+        if self.close_after == 0 {
+            return bad("close_after", "must be at least 1");
+        }
+        Ok(())
+    }
+}

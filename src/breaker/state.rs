@@ -1,0 +1,624 @@
+//! The state machine of one breaker.
+//!
+//! The closed path of the consecutive mode touches no lock and writes no
+//! shared memory on success: it reads the state and the failure streak, and
+//! bumps a per-thread stripe of the call counter. Transitions (rare) take a
+//! mutex. The rate modes keep their window behind a mutex taken once per
+//! call.
+
+use super::{
+    config::{Config, Detection, Window},
+    error::Open,
+};
+use crate::classify::Class;
+use std::{
+    sync::{
+        atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+use tokio::{sync::watch, time::Instant};
+
+/// The state of a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls go through and their outcomes are counted.
+    Closed,
+    /// Calls are rejected at once until the open time has passed.
+    Open,
+    /// A limited number of probe calls go through; their outcomes decide
+    /// whether the breaker closes or opens again.
+    HalfOpen,
+    /// Opened by hand with [`Breaker::force_open`]: every call is rejected
+    /// until [`Breaker::reset`].
+    ForcedOpen,
+    /// Closed by hand with [`Breaker::force_closed`]: every call goes
+    /// through and nothing is counted until [`Breaker::reset`].
+    Disabled,
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+const FORCED_OPEN: u8 = 3;
+const DISABLED: u8 = 4;
+
+fn decode(state: u8) -> State {
+    match state {
+        CLOSED => State::Closed,
+        OPEN => State::Open,
+        HALF_OPEN => State::HalfOpen,
+        FORCED_OPEN => State::ForcedOpen,
+        _ => State::Disabled,
+    }
+}
+
+const STRIPES: usize = 16;
+
+/// A counter split over cache lines, so that threads counting at once do
+/// not fight over one.
+#[derive(Debug, Default)]
+struct Striped {
+    stripes: [Padded; STRIPES],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+fn stripe() -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES);
+        }
+        s.get()
+    })
+}
+
+impl Striped {
+    fn add(&self, n: u64) {
+        self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|p| p.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Counts of what a breaker has seen since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Calls let through.
+    pub calls: u64,
+    /// Calls classified as failures (retryable or not).
+    pub failures: u64,
+    /// Calls slower than the slow-call duration.
+    pub slow_calls: u64,
+    /// Calls rejected without reaching the inner service.
+    pub rejections: u64,
+    /// Times the breaker opened.
+    pub opened: u64,
+}
+
+/// The outcome window of the rate modes: the last N calls, or the calls
+/// of the last N seconds in buckets.
+#[derive(Debug)]
+enum Outcomes {
+    Count {
+        /// Bit 0: failure, bit 1: slow; 0xff: empty.
+        ring: Vec<u8>,
+        next: usize,
+        calls: u32,
+        failures: u32,
+        slow: u32,
+    },
+    Time {
+        bucket: Duration,
+        /// (bucket start in nanos since the epoch, calls, failures, slow)
+        buckets: Vec<(u64, u32, u32, u32)>,
+    },
+}
+
+impl Outcomes {
+    fn new(window: Window) -> Self {
+        match window {
+            Window::Calls(n) => Outcomes::Count {
+                ring: vec![0xff; n as usize],
+                next: 0,
+                calls: 0,
+                failures: 0,
+                slow: 0,
+            },
+            Window::Duration(d) => {
+                let buckets = 10;
+                Outcomes::Time {
+                    bucket: (d / buckets).max(Duration::from_millis(1)),
+                    buckets: vec![(u64::MAX, 0, 0, 0); buckets as usize],
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Outcomes::Count {
+                ring,
+                next,
+                calls,
+                failures,
+                slow,
+            } => {
+                ring.fill(0xff);
+                (*next, *calls, *failures, *slow) = (0, 0, 0, 0);
+            }
+            Outcomes::Time { buckets, .. } => buckets.fill((u64::MAX, 0, 0, 0)),
+        }
+    }
+
+    /// Records one outcome and returns (calls, failures, slow) in the window.
+    fn record(&mut self, now_nanos: u64, failure: bool, is_slow: bool) -> (u32, u32, u32) {
+        match self {
+            Outcomes::Count {
+                ring,
+                next,
+                calls,
+                failures,
+                slow,
+            } => {
+                let old = ring[*next];
+                if old != 0xff {
+                    *calls -= 1;
+                    *failures -= u32::from(old & 1);
+                    *slow -= u32::from(old >> 1 & 1);
+                }
+                ring[*next] = u8::from(failure) | u8::from(is_slow) << 1;
+                *next = (*next + 1) % ring.len();
+                *calls += 1;
+                *failures += u32::from(failure);
+                *slow += u32::from(is_slow);
+                (*calls, *failures, *slow)
+            }
+            Outcomes::Time { bucket, buckets } => {
+                let width = bucket.as_nanos() as u64;
+                let start = now_nanos / width * width;
+                let index = (now_nanos / width) as usize % buckets.len();
+                if buckets[index].0 != start {
+                    buckets[index] = (start, 0, 0, 0);
+                }
+                let b = &mut buckets[index];
+                b.1 += 1;
+                b.2 += u32::from(failure);
+                b.3 += u32::from(is_slow);
+                let span = width * buckets.len() as u64;
+                buckets
+                    .iter()
+                    .filter(|b| b.0 != u64::MAX && now_nanos.saturating_sub(b.0) < span)
+                    .fold((0, 0, 0), |acc, b| (acc.0 + b.1, acc.1 + b.2, acc.2 + b.3))
+            }
+        }
+    }
+}
+
+/// One circuit breaker. Shared (in an `Arc`) by every clone of the service
+/// that uses it.
+#[derive(Debug)]
+pub struct Breaker {
+    config: Config,
+    epoch: Instant,
+    state: AtomicU8,
+    /// When the open state ends, in nanoseconds since `epoch`.
+    open_until: AtomicU64,
+    /// Trips in a row without closing in between, for the growing open time.
+    trips: AtomicU32,
+    probes_in_flight: AtomicU32,
+    probe_successes: AtomicU32,
+    streak: AtomicU32,
+    outcomes: Option<Mutex<Outcomes>>,
+    transition: Mutex<()>,
+    events: watch::Sender<State>,
+    calls: Striped,
+    failures: Striped,
+    slow_calls: Striped,
+    rejections: Striped,
+    opened: AtomicU64,
+    name: String,
+}
+
+/// What a call that was let through must report back.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    probe: bool,
+    started: Option<Instant>,
+    done: bool,
+}
+
+impl Permit {
+    /// A permit whose outcome has been reported.
+    pub(crate) fn finished() -> Self {
+        Self {
+            probe: false,
+            started: None,
+            done: true,
+        }
+    }
+}
+
+impl Breaker {
+    pub(crate) fn new(config: Config, name: String) -> Self {
+        let outcomes = match config.detection {
+            Detection::Consecutive { .. } if config.slow_call_duration.is_none() => None,
+            Detection::Consecutive { .. } => Some(Mutex::new(Outcomes::new(config.window))),
+            Detection::Rate { .. } => Some(Mutex::new(Outcomes::new(config.window))),
+        };
+        Self {
+            config,
+            epoch: Instant::now(),
+            state: AtomicU8::new(CLOSED),
+            open_until: AtomicU64::new(0),
+            trips: AtomicU32::new(0),
+            probes_in_flight: AtomicU32::new(0),
+            probe_successes: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
+            outcomes,
+            transition: Mutex::new(()),
+            events: watch::channel(State::Closed).0,
+            calls: Striped::default(),
+            failures: Striped::default(),
+            slow_calls: Striped::default(),
+            rejections: Striped::default(),
+            opened: AtomicU64::new(0),
+            name,
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.transition.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The breaker's name: its key, or `"default"`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current state. An open breaker whose time is up reports
+    /// [`State::HalfOpen`], since the next call will probe.
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            OPEN if self.nanos(Instant::now()) >= self.open_until.load(Ordering::Acquire) => {
+                State::HalfOpen
+            }
+            s => decode(s),
+        }
+    }
+
+    /// A receiver that sees every state transition.
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.events.subscribe()
+    }
+
+    /// The counts so far.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            calls: self.calls.sum(),
+            failures: self.failures.sum(),
+            slow_calls: self.slow_calls.sum(),
+            rejections: self.rejections.sum(),
+            opened: self.opened.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Rejects every call until [`reset`](Self::reset) (isolates the
+    /// dependency).
+    pub fn force_open(&self) {
+        let _guard = self.lock();
+        self.set(FORCED_OPEN, "forced open");
+    }
+
+    /// Lets every call through and counts nothing until
+    /// [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        let _guard = self.lock();
+        self.set(DISABLED, "forced closed");
+    }
+
+    /// Closes the breaker and forgets everything it counted.
+    pub fn reset(&self) {
+        let _guard = self.lock();
+        self.close();
+    }
+
+    fn set(&self, state: u8, why: &str) {
+        let old = self.state.swap(state, Ordering::AcqRel);
+        if old != state {
+            tracing::info!(
+                breaker = %self.name,
+                from = ?decode(old),
+                to = ?decode(state),
+                reason = why,
+                "circuit breaker transition"
+            );
+            self.events.send_replace(decode(state));
+        }
+    }
+
+    /// Closes, with the lock held.
+    fn close(&self) {
+        self.streak.store(0, Ordering::Relaxed);
+        self.trips.store(0, Ordering::Relaxed);
+        self.probe_successes.store(0, Ordering::Relaxed);
+        if let Some(outcomes) = &self.outcomes {
+            outcomes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        self.set(CLOSED, "closed");
+    }
+
+    /// Opens for the configured time (growing with repeated trips), or for
+    /// exactly `asked` (an upstream's `Retry-After`); with the lock held.
+    fn open(&self, now: Instant, asked: Option<Duration>, why: &str) {
+        let trips = self.trips.fetch_add(1, Ordering::Relaxed);
+        let mut wait = self.config.open_for;
+        if let Some(max) = self.config.open_for_max {
+            wait = wait
+                .checked_mul(1u32.checked_shl(trips.min(31)).unwrap_or(u32::MAX))
+                .unwrap_or(max)
+                .min(max);
+        }
+        if let Some(asked) = asked {
+            wait = asked;
+        }
+        let until = self.nanos(now) + wait.as_nanos() as u64;
+        self.open_until.store(until, Ordering::Release);
+        self.probe_successes.store(0, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.set(OPEN, why);
+    }
+
+    fn rejected(&self, retry_after: Duration) -> Open {
+        self.rejections.add(1);
+        Open::new(retry_after, self.name.clone())
+    }
+
+    /// Lets a call through, or rejects it with [`Open`].
+    pub(crate) fn try_acquire(&self) -> Result<Permit, Open> {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                CLOSED => {
+                    self.calls.add(1);
+                    let started = self.config.needs_clock().then(Instant::now);
+                    return Ok(Permit {
+                        probe: false,
+                        started,
+                        done: false,
+                    });
+                }
+                DISABLED => {
+                    return Ok(Permit {
+                        probe: false,
+                        started: None,
+                        done: true,
+                    });
+                }
+                FORCED_OPEN => return Err(self.rejected(self.config.open_for)),
+                OPEN => {
+                    let now = Instant::now();
+                    let until = self.open_until.load(Ordering::Acquire);
+                    let now_nanos = self.nanos(now);
+                    if now_nanos < until {
+                        return Err(self.rejected(Duration::from_nanos(until - now_nanos)));
+                    }
+                    let _guard = self.lock();
+                    if self.state.load(Ordering::Acquire) == OPEN {
+                        self.probes_in_flight.store(0, Ordering::Relaxed);
+                        self.set(HALF_OPEN, "open time elapsed");
+                    }
+                }
+                _ => {
+                    // Half-open: at most `half_open_probes` calls at a time.
+                    // A compare-and-swap, so the count never exceeds the
+                    // limit even for a moment.
+                    let max = self.config.half_open_probes;
+                    let taken = self.probes_in_flight.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |n| (n < max).then_some(n + 1),
+                    );
+                    if taken.is_ok() {
+                        self.calls.add(1);
+                        let started = self.config.needs_clock().then(Instant::now);
+                        return Ok(Permit {
+                            probe: true,
+                            started,
+                            done: false,
+                        });
+                    }
+                    return Err(self.rejected(Duration::ZERO));
+                }
+            }
+        }
+    }
+
+    /// The number of probe calls in flight now.
+    pub fn probes_in_flight(&self) -> u32 {
+        match self.state.load(Ordering::Acquire) {
+            HALF_OPEN => self.probes_in_flight.load(Ordering::Acquire),
+            _ => 0,
+        }
+    }
+
+    /// Opens (or keeps open) for at least `delay`, capped by the configured
+    /// maximum: an upstream asked, with `Retry-After`, not to be called
+    /// before then.
+    pub(crate) fn open_for_retry_after(&self, delay: Duration) {
+        let Some(cap) = self.config.max_retry_after else {
+            return;
+        };
+        let delay = delay.min(cap);
+        let now = Instant::now();
+        let _guard = self.lock();
+        match self.state.load(Ordering::Acquire) {
+            FORCED_OPEN | DISABLED => {}
+            OPEN => {
+                let until = self.nanos(now) + delay.as_nanos() as u64;
+                self.open_until.fetch_max(until, Ordering::AcqRel);
+            }
+            _ => self.open(now, Some(delay), "upstream sent Retry-After"),
+        }
+    }
+
+    /// Reports the outcome of a permitted call.
+    pub(crate) fn record(&self, mut permit: Permit, class: Class) {
+        permit.done = true;
+        let failure = class.is_failure();
+        let now = permit.started.map(|_| Instant::now());
+        let slow = match (permit.started, now, self.config.slow_call_duration) {
+            (Some(start), Some(now), Some(limit)) => now.duration_since(start) > limit,
+            _ => false,
+        };
+        if failure {
+            self.failures.add(1);
+        }
+        if slow {
+            self.slow_calls.add(1);
+        }
+        if permit.probe {
+            self.record_probe(failure || slow);
+            return;
+        }
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            return;
+        }
+        let trip = match self.config.detection {
+            Detection::Consecutive { failures } => {
+                let streak = if failure {
+                    self.streak.fetch_add(1, Ordering::AcqRel) + 1
+                } else {
+                    // Read before writing: a success on a healthy breaker
+                    // leaves the shared line untouched.
+                    if self.streak.load(Ordering::Relaxed) != 0 {
+                        self.streak.store(0, Ordering::Relaxed);
+                    }
+                    0
+                };
+                let slow_trip = self.slow_trip(now, failure, slow);
+                (streak >= failures)
+                    .then_some("consecutive failures")
+                    .or(slow_trip)
+            }
+            Detection::Rate {
+                failure_rate,
+                min_calls,
+            } => {
+                let (calls, failures, slow_calls) = self.window(now, failure, slow);
+                let rate_trip = (calls >= min_calls
+                    && f64::from(failures) * 100.0 >= failure_rate * f64::from(calls))
+                .then_some("failure rate");
+                rate_trip.or_else(|| self.slow_rate_trip(calls, slow_calls, min_calls))
+            }
+        };
+        if let Some(why) = trip {
+            let _guard = self.lock();
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                self.open(now.unwrap_or_else(Instant::now), None, why);
+            }
+        }
+    }
+
+    fn window(&self, now: Option<Instant>, failure: bool, slow: bool) -> (u32, u32, u32) {
+        let Some(outcomes) = &self.outcomes else {
+            return (0, 0, 0);
+        };
+        let now_nanos = self.nanos(now.unwrap_or_else(Instant::now));
+        outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(now_nanos, failure, slow)
+    }
+
+    /// In the consecutive mode, slow calls are judged over the window too.
+    fn slow_trip(&self, now: Option<Instant>, failure: bool, slow: bool) -> Option<&'static str> {
+        self.outcomes.as_ref()?;
+        let (calls, _, slow_calls) = self.window(now, failure, slow);
+        self.slow_rate_trip(calls, slow_calls, self.config.min_calls)
+    }
+
+    fn slow_rate_trip(&self, calls: u32, slow: u32, min_calls: u32) -> Option<&'static str> {
+        let rate = self.config.slow_call_rate?;
+        (self.config.slow_call_duration.is_some()
+            && calls >= min_calls
+            && f64::from(slow) * 100.0 >= rate * f64::from(calls))
+        .then_some("slow-call rate")
+    }
+
+    fn record_probe(&self, bad: bool) {
+        let _guard = self.lock();
+        if self.state.load(Ordering::Acquire) != HALF_OPEN {
+            // Reopened meanwhile (another probe failed, or Retry-After); the
+            // count restarts at the next half-open.
+            return;
+        }
+        self.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if bad {
+            self.open(Instant::now(), None, "probe failed");
+        } else if self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1 >= self.config.close_after
+        {
+            self.close();
+        }
+    }
+
+    /// A permitted call that was dropped before it finished: it counts as
+    /// nothing, and frees its probe slot.
+    pub(crate) fn cancel(&self, permit: &mut Permit) {
+        if permit.done {
+            return;
+        }
+        permit.done = true;
+        if permit.probe {
+            let _guard = self.lock();
+            if self.state.load(Ordering::Acquire) == HALF_OPEN {
+                self.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_forgets_old_outcomes() {
+        let mut w = Outcomes::new(Window::Calls(4));
+        for _ in 0..4 {
+            w.record(0, true, false);
+        }
+        assert_eq!(w.record(0, false, false), (4, 3, 0));
+        for _ in 0..3 {
+            w.record(0, false, true);
+        }
+        assert_eq!(w.record(0, false, false), (4, 0, 3));
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let mut w = Outcomes::new(Window::Duration(Duration::from_secs(10)));
+        let s = 1_000_000_000u64;
+        assert_eq!(w.record(0, true, false), (1, 1, 0));
+        assert_eq!(w.record(5 * s, true, false), (2, 2, 0));
+        // 10.5 s later the first bucket is out of the window.
+        assert_eq!(w.record(10 * s + s / 2, false, false), (2, 1, 0));
+        assert_eq!(w.record(30 * s, false, false), (1, 0, 0));
+    }
+}
