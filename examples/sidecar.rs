@@ -37,6 +37,7 @@ use std::{
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
+    breaker::Breakers,
     config::{Config, ConfigError},
     proxy::{ClientAddr, ProxyBody, ReverseProxyLayer},
     stack::ClientStack,
@@ -141,7 +142,47 @@ fn load(args: Args) -> Result<Config, ConfigError> {
 #[derive(Clone)]
 struct Health<S> {
     inner: S,
-    report: Arc<str>,
+    report: Arc<Report>,
+}
+
+/// What `/_shield/health` reports: the settings, and the breakers' states.
+struct Report {
+    upstream: String,
+    timeout: Duration,
+    breakers: Option<Breakers>,
+}
+
+impl Report {
+    /// `ok`, or `degraded` while any breaker is not closed.
+    fn json(&self) -> String {
+        let breakers: Vec<serde_json::Value> = self
+            .breakers
+            .iter()
+            .flat_map(|b| b.all())
+            .map(|b| {
+                let m = b.metrics();
+                serde_json::json!({
+                    "name": b.name(),
+                    "state": format!("{:?}", b.state()).to_lowercase(),
+                    "calls": m.calls,
+                    "failures": m.failures,
+                    "slow_calls": m.slow_calls,
+                    "rejections": m.rejections,
+                    "opened": m.opened,
+                })
+            })
+            .collect();
+        let degraded = breakers.iter().any(|b| b["state"] != "closed");
+        serde_json::json!({
+            "status": if degraded { "degraded" } else { "ok" },
+            "upstream": self.upstream,
+            "layers": {
+                "timeout": { "request_ms": self.timeout.as_millis() as u64 },
+                "breaker": { "enabled": self.breakers.is_some(), "breakers": breakers },
+            },
+        })
+        .to_string()
+    }
 }
 
 impl<S> Service<Request<Incoming>> for Health<S>
@@ -171,9 +212,7 @@ where
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CACHE_CONTROL, "no-store")
-                .body(ProxyBody::message(Bytes::copy_from_slice(
-                    self.report.as_bytes(),
-                )))
+                .body(ProxyBody::message(Bytes::from(self.report.json())))
         } else {
             Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -182,17 +221,6 @@ where
         };
         futures_util::future::Either::Left(std::future::ready(Ok(res.expect("valid response"))))
     }
-}
-
-fn health_report(config: &Config, upstream: &str) -> String {
-    serde_json::json!({
-        "status": "ok",
-        "upstream": upstream,
-        "layers": {
-            "timeout": { "request_ms": config.timeout.request.as_millis() as u64 },
-        },
-    })
-    .to_string()
 }
 
 /// The sidecar's upstream client: HTTP/1.1 keep-alive connections made
@@ -385,6 +413,7 @@ impl http_body::Body for PooledBody {
 /// client stack and the reverse proxy over the worker's own client pool.
 fn app(
     config: &Config,
+    stack: &ClientStack,
     upstream: &str,
 ) -> Result<
     impl Service<
@@ -398,14 +427,20 @@ fn app(
     BoxError,
 > {
     let client = UpstreamClient::new(&upstream.parse()?, config.timeout.request)?;
+    // The client stack goes inside the proxy, so that it sees the upstream's
+    // URI: `key = "authority"` then means one breaker for the upstream.
     let proxy = ServiceBuilder::new()
         .error_responses()
-        .client_stack(ClientStack::from_config(config))
         .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
+        .client_stack(stack.clone())
         .service(client);
     Ok(Health {
         inner: proxy,
-        report: health_report(config, upstream).into(),
+        report: Arc::new(Report {
+            upstream: upstream.to_owned(),
+            timeout: config.timeout.request,
+            breakers: stack.breakers(),
+        }),
     })
 }
 
@@ -517,9 +552,12 @@ fn run(config: Config) -> Result<(), BoxError> {
 
     let listener = bind(listen)?;
     let addr = listener.local_addr()?;
+    // One stack for all workers: its breakers are shared, so every worker
+    // sees the same upstream health.
+    let stack = ClientStack::from_config(&config)?;
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
-        let app = app(&config, &upstream)?;
+        let app = app(&config, &stack, &upstream)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let active = Arc::new(AtomicUsize::new(0));
         workers.push(Worker {

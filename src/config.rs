@@ -38,6 +38,10 @@ pub struct Config {
     pub sidecar: SidecarConfig,
     /// `[timeout]`: the whole-request timeout.
     pub timeout: TimeoutConfig,
+    /// `[breaker]`: a circuit breaker; absent means none.
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// `[sidecar]`.
@@ -71,6 +75,212 @@ impl Default for TimeoutConfig {
             request: Duration::from_secs(5),
         }
     }
+}
+
+/// `[breaker]`: see [`crate::breaker::Config`] for what each key means.
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// `mode = "consecutive" | "rate"` (default `"consecutive"`).
+    #[serde(default)]
+    pub mode: BreakerMode,
+    /// `failure_threshold`: failures in a row that open it (consecutive mode, default 5).
+    pub failure_threshold: Option<u32>,
+    /// `failure_rate`: percent of failed calls in the window that opens it (rate mode, default 50).
+    pub failure_rate: Option<f64>,
+    /// `window`: a number of calls (`100`) or a duration (`"10s"`); default 100 calls.
+    pub window: Option<WindowValue>,
+    /// `min_calls`: calls the window must hold before a rate is judged (default 10).
+    pub min_calls: Option<u32>,
+    /// `slow_call_duration`: calls slower than this are slow.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub slow_call_duration: Option<Duration>,
+    /// `slow_call_rate`: percent of slow calls that opens it.
+    pub slow_call_rate: Option<f64>,
+    /// `open_for`: how long it stays open (default `"30s"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub open_for: Option<Duration>,
+    /// `open_for_max`: doubles the open time on repeated trips, up to this.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub open_for_max: Option<Duration>,
+    /// `half_open_probes`: probe calls at a time while half-open (default 1).
+    pub half_open_probes: Option<u32>,
+    /// `close_after`: probe successes that close it (default 3).
+    pub close_after: Option<u32>,
+    /// `key = "authority" | "route" | "none"` (default `"authority"`).
+    #[serde(default)]
+    pub key: BreakerKey,
+    /// `max_keys`: breakers kept at most, one per key (default 1024).
+    pub max_keys: Option<usize>,
+    /// `respect_retry_after`: an upstream's 429/503 with `Retry-After`
+    /// opens the breaker for that long (default false).
+    #[serde(default)]
+    pub respect_retry_after: bool,
+    /// `max_retry_after`: the longest `Retry-After` obeyed (default `"60s"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_retry_after: Option<Duration>,
+}
+
+/// `[breaker] mode`.
+#[cfg(feature = "breaker")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BreakerMode {
+    /// Open after `failure_threshold` failures in a row.
+    #[default]
+    Consecutive,
+    /// Open at `failure_rate` percent over the window.
+    Rate,
+}
+
+/// `[breaker] key`.
+#[cfg(feature = "breaker")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BreakerKey {
+    /// One breaker per upstream authority.
+    #[default]
+    Authority,
+    /// One breaker per request path.
+    Route,
+    /// One breaker for everything.
+    None,
+}
+
+/// `[breaker] window`: a count of calls or a duration.
+#[cfg(feature = "breaker")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowValue {
+    /// The last N calls.
+    Calls(u32),
+    /// The calls of the last duration.
+    Duration(Duration),
+}
+
+#[cfg(feature = "breaker")]
+impl<'de> Deserialize<'de> for WindowValue {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WindowValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of calls (100) or a duration (\"10s\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WindowValue, E> {
+                u32::try_from(v)
+                    .map(WindowValue::Calls)
+                    .map_err(|_| E::custom(format!("a window of {v} calls is out of range")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WindowValue, E> {
+                u32::try_from(v)
+                    .map(WindowValue::Calls)
+                    .map_err(|_| E::custom(format!("a window of {v} calls is out of range")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WindowValue, E> {
+                humantime::parse_duration(v)
+                    .map(WindowValue::Duration)
+                    .map_err(|err| {
+                        E::custom(format!(
+                            "invalid duration {v:?}: {err} (write durations like \"10s\")"
+                        ))
+                    })
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+#[cfg(feature = "breaker")]
+impl BreakerConfig {
+    /// The breaker settings this section describes, checked.
+    pub fn to_breaker(&self) -> Result<crate::breaker::Config, ConfigError> {
+        use crate::breaker::Config as B;
+        let mut c = B::default();
+        if let Some(n) = self.min_calls {
+            c = c.min_calls(n);
+        }
+        c = match self.mode {
+            BreakerMode::Consecutive => c.consecutive_failures(self.failure_threshold.unwrap_or(5)),
+            BreakerMode::Rate => c.failure_rate(self.failure_rate.unwrap_or(50.0)),
+        };
+        if self.mode == BreakerMode::Consecutive && self.failure_rate.is_some() {
+            return Err(ConfigError::field(
+                "breaker.failure_rate",
+                "needs mode = \"rate\"",
+            ));
+        }
+        if self.mode == BreakerMode::Rate && self.failure_threshold.is_some() {
+            return Err(ConfigError::field(
+                "breaker.failure_threshold",
+                "needs mode = \"consecutive\"",
+            ));
+        }
+        match self.window {
+            Some(WindowValue::Calls(n)) => c = c.window_calls(n),
+            Some(WindowValue::Duration(d)) => c = c.window_duration(d),
+            None => {}
+        }
+        if let Some(d) = self.slow_call_duration {
+            c = c.slow_call_duration(d);
+        }
+        if let Some(r) = self.slow_call_rate {
+            c = c.slow_call_rate(r);
+        }
+        if let Some(d) = self.open_for {
+            c = c.open_for(d);
+        }
+        if let Some(d) = self.open_for_max {
+            c = c.open_for_max(d);
+        }
+        if let Some(n) = self.half_open_probes {
+            c = c.half_open_probes(n);
+        }
+        if let Some(n) = self.close_after {
+            c = c.close_after(n);
+        }
+        if self.respect_retry_after {
+            c = c.respect_retry_after(self.max_retry_after.unwrap_or(Duration::from_secs(60)));
+        } else if self.max_retry_after.is_some() {
+            return Err(ConfigError::field(
+                "breaker.max_retry_after",
+                "needs respect_retry_after = true",
+            ));
+        }
+        c.validate().map_err(|err| ConfigError {
+            message: err.to_string(),
+        })?;
+        Ok(c)
+    }
+
+    /// The layer this section describes.
+    pub fn layer(
+        &self,
+    ) -> Result<crate::breaker::CircuitBreakerLayer<crate::breaker::KeyBy>, ConfigError> {
+        use crate::breaker::{CircuitBreakerLayer, KeyBy};
+        let layer = CircuitBreakerLayer::new(self.to_breaker()?).map_err(|err| ConfigError {
+            message: err.to_string(),
+        })?;
+        let layer = match self.max_keys {
+            Some(0) => return Err(ConfigError::field("breaker.max_keys", "must be at least 1")),
+            Some(n) => layer.max_keys(n),
+            None => layer,
+        };
+        Ok(layer.keyed_by(match self.key {
+            BreakerKey::Authority => KeyBy::Authority,
+            BreakerKey::Route => KeyBy::Route,
+            BreakerKey::None => KeyBy::None,
+        }))
+    }
+}
+
+#[cfg(feature = "breaker")]
+fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    duration(de).map(Some)
 }
 
 /// Parses a duration string such as `"250ms"`, `"5s"` or `"1m 30s"`.
@@ -138,6 +348,10 @@ impl Config {
         if self.sidecar.workers == Some(0) {
             return Err(ConfigError::field("sidecar.workers", "must be at least 1"));
         }
+        #[cfg(feature = "breaker")]
+        if let Some(breaker) = &self.breaker {
+            breaker.layer()?;
+        }
         if let Some(upstream) = &self.sidecar.upstream {
             let uri: http::Uri = upstream
                 .parse()
@@ -166,6 +380,39 @@ mod tests {
         assert_eq!(full.sidecar.listen, Some("127.0.0.1:8080".parse().unwrap()));
     }
 
+    #[cfg(feature = "breaker")]
+    #[test]
+    fn breaker_section() {
+        let config = Config::from_toml(
+            "[breaker]\nmode = \"rate\"\nfailure_rate = 25.5\nwindow = \"10s\"\nmin_calls = 5\nslow_call_duration = \"200ms\"\nslow_call_rate = 80\nopen_for = \"5s\"\nopen_for_max = \"1m\"\nhalf_open_probes = 2\nclose_after = 4\nkey = \"route\"\nrespect_retry_after = true\n",
+        )
+        .unwrap();
+        let b = config.breaker.as_ref().unwrap();
+        assert_eq!(
+            b.window,
+            Some(WindowValue::Duration(Duration::from_secs(10)))
+        );
+        assert_eq!(b.key, BreakerKey::Route);
+        let expected = crate::breaker::Config::default()
+            .min_calls(5)
+            .failure_rate(25.5)
+            .window_duration(Duration::from_secs(10))
+            .slow_call_duration(Duration::from_millis(200))
+            .slow_call_rate(80.0)
+            .open_for(Duration::from_secs(5))
+            .open_for_max(Duration::from_secs(60))
+            .half_open_probes(2)
+            .close_after(4)
+            .respect_retry_after(Duration::from_secs(60));
+        assert_eq!(b.to_breaker().unwrap(), expected);
+        let counted = Config::from_toml("[breaker]\nwindow = 50\n").unwrap();
+        assert_eq!(
+            counted.breaker.unwrap().window,
+            Some(WindowValue::Calls(50))
+        );
+        assert!(Config::from_toml("").unwrap().breaker.is_none());
+    }
+
     #[test]
     fn errors_name_the_problem() {
         let cases = [
@@ -181,6 +428,38 @@ mod tests {
                 "`sidecar.upstream`",
             ),
             ("[sidecar]\nlisten = \"nowhere\"", "invalid socket address"),
+            #[cfg(feature = "breaker")]
+            (
+                "[breaker]\nmode = \"rate\"\nfailure_rate = 101",
+                "`breaker.failure_rate`",
+            ),
+            #[cfg(feature = "breaker")]
+            (
+                "[breaker]\nmode = \"rate\"\nfailure_rate = nan",
+                "`breaker.failure_rate`",
+            ),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nwindow = 0", "`breaker.window`"),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nwindow = \"0s\"", "`breaker.window`"),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nwindow = -3", "out of range"),
+            #[cfg(feature = "breaker")]
+            (
+                "[breaker]\nmode = \"sometimes\"",
+                "unknown variant `sometimes`",
+            ),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nkey = \"tenant\"", "unknown variant `tenant`"),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nfailure_rate = 50", "needs mode"),
+            #[cfg(feature = "breaker")]
+            ("[breaker]\nopen_for = \"0s\"", "`breaker.open_for`"),
+            #[cfg(feature = "breaker")]
+            (
+                "[breaker]\nhalf_open_probe = 2",
+                "unknown field `half_open_probe`",
+            ),
             ("[timeout", "TOML parse error"),
         ];
         for (text, expected) in cases {

@@ -31,11 +31,16 @@
 //! # }
 //! ```
 
+#[cfg(feature = "breaker")]
+use crate::{
+    breaker::{CircuitBreaker, CircuitBreakerLayer, KeyBy},
+    classify::ServerErrorsAsFailures,
+};
 use crate::{
     error::{ErrorResponse, ErrorResponseFuture, ErrorResponseLayer},
     BoxError,
 };
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::{
     convert::Infallible,
@@ -60,6 +65,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct ClientStack {
     timeout: Option<Duration>,
+    #[cfg(feature = "breaker")]
+    breaker: Option<CircuitBreakerLayer<KeyBy>>,
 }
 
 impl Default for ClientStack {
@@ -73,37 +80,217 @@ impl ClientStack {
     pub const fn new() -> Self {
         Self {
             timeout: Some(DEFAULT_TIMEOUT),
+            #[cfg(feature = "breaker")]
+            breaker: None,
         }
     }
 
     /// Sets the whole-request timeout.
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Removes the whole-request timeout.
-    pub const fn no_timeout(mut self) -> Self {
+    pub fn no_timeout(mut self) -> Self {
         self.timeout = None;
         self
     }
 
-    /// The stack the configuration describes.
+    /// Adds a circuit breaker inside the timeout. Get its breakers from
+    /// the layer ([`CircuitBreakerLayer::breakers`]) before passing it in.
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    pub fn circuit_breaker(mut self, layer: CircuitBreakerLayer<KeyBy>) -> Self {
+        self.breaker = Some(layer);
+        self
+    }
+
+    /// The breakers of the stack's circuit breaker, if it has one.
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    pub fn breakers(&self) -> Option<crate::breaker::Breakers> {
+        self.breaker.as_ref().map(CircuitBreakerLayer::breakers)
+    }
+
+    /// The stack the configuration describes: `[timeout]` and, when the
+    /// section is present, `[breaker]`.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self::new().timeout(config.timeout.request)
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        #[allow(unused_mut)]
+        let mut stack = Self::new().timeout(config.timeout.request);
+        #[cfg(feature = "breaker")]
+        if let Some(breaker) = &config.breaker {
+            stack = stack.circuit_breaker(breaker.layer()?);
+        }
+        Ok(stack)
+    }
+
+    fn guard<S>(&self, inner: S) -> Guarded<S> {
+        #[cfg(feature = "breaker")]
+        if let Some(layer) = &self.breaker {
+            return Guarded {
+                kind: GuardedKind::Breaker {
+                    inner: layer.layer(ErrInto { inner }),
+                },
+            };
+        }
+        Guarded {
+            kind: GuardedKind::Plain {
+                inner: ErrInto { inner },
+            },
+        }
     }
 }
 
 impl<S> Layer<S> for ClientStack {
-    type Service = ClientService<S>;
+    type Service = ClientService<Guarded<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ClientService {
-            inner,
+            inner: self.guard(inner),
             timeout: self.timeout,
         }
+    }
+}
+
+/// The inner part of the stacks: the circuit breaker when there is one.
+#[derive(Debug, Clone)]
+pub struct Guarded<S> {
+    kind: GuardedKind<S>,
+}
+
+#[derive(Debug, Clone)]
+enum GuardedKind<S> {
+    Plain {
+        inner: ErrInto<S>,
+    },
+    #[cfg(feature = "breaker")]
+    Breaker {
+        inner: CircuitBreaker<ErrInto<S>, KeyBy>,
+    },
+}
+
+impl<S, B, RB> Service<Request<B>> for Guarded<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = GuardedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match &mut self.kind {
+            GuardedKind::Plain { inner } => inner.poll_ready(cx),
+            #[cfg(feature = "breaker")]
+            GuardedKind::Breaker { inner } => inner.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let kind = match &mut self.kind {
+            GuardedKind::Plain { inner } => GuardedFutureKind::Plain {
+                inner: inner.call(req),
+            },
+            #[cfg(feature = "breaker")]
+            GuardedKind::Breaker { inner } => GuardedFutureKind::Breaker {
+                inner: inner.call(req),
+            },
+        };
+        GuardedFuture { kind }
+    }
+}
+
+#[cfg(feature = "breaker")]
+type BreakerFuture<F> = crate::breaker::ResponseFuture<ErrIntoFuture<F>, ServerErrorsAsFailures>;
+
+#[cfg(not(feature = "breaker"))]
+type BreakerFuture<F> = ErrIntoFuture<F>;
+
+pin_project! {
+    /// Response future of [`Guarded`].
+    pub struct GuardedFuture<F> {
+        #[pin]
+        kind: GuardedFutureKind<F>,
+    }
+}
+
+pin_project! {
+    #[project = GuardedProj]
+    enum GuardedFutureKind<F> {
+        Plain { #[pin] inner: ErrIntoFuture<F> },
+        Breaker { #[pin] inner: BreakerFuture<F> },
+    }
+}
+
+impl<F> std::fmt::Debug for GuardedFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for GuardedFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            GuardedProj::Plain { inner } => inner.poll(cx),
+            GuardedProj::Breaker { inner } => inner.poll(cx),
+        }
+    }
+}
+
+/// Turns the inner service's error into a [`BoxError`], so that the
+/// classifiers can read any client's errors.
+#[derive(Debug, Clone)]
+pub struct ErrInto<S> {
+    inner: S,
+}
+
+impl<S, Req> Service<Req> for ErrInto<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ErrIntoFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        ErrIntoFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ErrInto`].
+    #[derive(Debug)]
+    pub struct ErrIntoFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T, E> Future for ErrIntoFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_err(Into::into)
     }
 }
 
@@ -181,7 +368,7 @@ where
 /// it can go straight into axum's `Router::layer`.
 #[derive(Debug, Clone)]
 pub struct ServerStack {
-    timeout: Option<Duration>,
+    client: ClientStack,
 }
 
 impl Default for ServerStack {
@@ -194,27 +381,39 @@ impl ServerStack {
     /// The stack with its defaults: a 5 s whole-request timeout.
     pub const fn new() -> Self {
         Self {
-            timeout: Some(DEFAULT_TIMEOUT),
+            client: ClientStack::new(),
         }
     }
 
     /// Sets the whole-request timeout.
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.client = self.client.timeout(timeout);
         self
     }
 
     /// Removes the whole-request timeout.
-    pub const fn no_timeout(mut self) -> Self {
-        self.timeout = None;
+    pub fn no_timeout(mut self) -> Self {
+        self.client = self.client.no_timeout();
+        self
+    }
+
+    /// Adds a circuit breaker: while it is open the server sheds load with
+    /// `503 Service Unavailable` and `Retry-After`, without calling the
+    /// handler.
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    pub fn circuit_breaker(mut self, layer: CircuitBreakerLayer<KeyBy>) -> Self {
+        self.client = self.client.circuit_breaker(layer);
         self
     }
 
     /// The stack the configuration describes.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self::new().timeout(config.timeout.request)
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            client: ClientStack::from_config(config)?,
+        })
     }
 }
 
@@ -223,10 +422,7 @@ impl<S> Layer<S> for ServerStack {
 
     fn layer(&self, inner: S) -> Self::Service {
         ServerService {
-            inner: ErrorResponseLayer::new().layer(ClientService {
-                inner,
-                timeout: self.timeout,
-            }),
+            inner: ErrorResponseLayer::new().layer(self.client.layer(inner)),
         }
     }
 }
@@ -234,24 +430,24 @@ impl<S> Layer<S> for ServerStack {
 /// The service [`ServerStack`] builds.
 #[derive(Debug, Clone)]
 pub struct ServerService<S> {
-    inner: ErrorResponse<ClientService<S>>,
+    inner: ErrorResponse<ClientService<Guarded<S>>>,
 }
 
-impl<S, Req, B> Service<Req> for ServerService<S>
+impl<S, ReqB, B> Service<Request<ReqB>> for ServerService<S>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Request<ReqB>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: From<String>,
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = ErrorResponseFuture<ResponseFuture<S::Future>>;
+    type Future = ErrorResponseFuture<ResponseFuture<GuardedFuture<S::Future>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         self.inner.call(req)
     }
 }

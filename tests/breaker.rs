@@ -540,3 +540,70 @@ async fn stress_keeps_the_invariants() {
     assert!(m.opened > 0, "the failure pattern trips the breaker: {m:?}");
     assert_eq!(breaker.probes_in_flight(), 0);
 }
+
+/// A real upstream fails and recovers; a client stack with a breaker in
+/// front of a real hyper client follows it: fails fast while open (the
+/// upstream sees no traffic), probes after the open time, closes.
+#[tokio::test(start_paused = true)]
+async fn follows_a_real_upstream_that_fails_and_recovers() {
+    use axum::{extract::State as AxumState, routing::get, Router};
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tower_shield::{breaker::KeyBy, stack::ClientStack, ServiceBuilderExt};
+
+    let up = Upstream::new();
+    let app = Router::new().route(
+        "/",
+        get(|AxumState(up): AxumState<Upstream>| async move {
+            up.calls.fetch_add(1, Ordering::SeqCst);
+            StatusCode::from_u16(up.status.load(Ordering::SeqCst)).unwrap()
+        }),
+    );
+    let addr = support::serve(app.with_state(up.clone())).await;
+    let layer = CircuitBreakerLayer::new(
+        Config::default()
+            .consecutive_failures(3)
+            .open_for(Duration::from_secs(10))
+            .close_after(2),
+    )
+    .unwrap()
+    .keyed_by(KeyBy::Authority);
+    let breakers = layer.breakers();
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new().no_timeout().circuit_breaker(layer))
+        .service(support::hyper_client::<Empty<Bytes>>());
+    let get = || {
+        client.clone().oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+    };
+
+    up.set(500);
+    for _ in 0..3 {
+        assert_eq!(
+            get().await.unwrap().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let seen = up.calls();
+    for _ in 0..20 {
+        assert!(get().await.unwrap_err().is::<Open>());
+    }
+    assert_eq!(
+        up.calls(),
+        seen,
+        "no traffic reaches the upstream while open"
+    );
+    let key = format!("http://{addr}");
+    assert_eq!(breakers.get(&key).unwrap().state(), State::Open);
+
+    up.set(200);
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(breakers.get(&key).unwrap().state(), State::HalfOpen);
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(breakers.get(&key).unwrap().state(), State::Closed);
+    assert_eq!(up.calls(), seen + 2);
+}

@@ -1,7 +1,7 @@
 //! Black-box tests of `examples/sidecar.rs`: the sidecar runs as its own
 //! process between a real hyper client and a real axum upstream, all on
 //! 127.0.0.1.
-#![cfg(feature = "config")]
+#![cfg(all(feature = "config", feature = "breaker"))]
 
 mod support;
 
@@ -415,4 +415,60 @@ async fn upstream_closing_its_connections_does_not_fail_requests() {
     // Every request got an answer, each on a connection of its own.
     seen.dedup();
     assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+#[tokio::test]
+async fn breaker_opens_fails_fast_and_health_reports_degraded() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let upstream = serve(axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { (StatusCode::INTERNAL_SERVER_ERROR, "broken") }
+        }),
+    ))
+    .await;
+    let mut file = tempfile("breaker");
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://{upstream}\"\n[breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\n"
+    )
+    .unwrap();
+    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let client = hyper_client::<ReqBody>();
+    let base = format!("http://{}", sidecar.addr.unwrap());
+    let get =
+        |path: &str| client.request(Request::get(format!("{base}{path}")).body(empty()).unwrap());
+
+    let health = json(get("/_shield/health").await.unwrap()).await;
+    assert_eq!(health["status"], "ok");
+    for _ in 0..2 {
+        assert_eq!(
+            get("/").await.unwrap().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // Open: the sidecar answers 503 itself and the upstream sees nothing.
+    for _ in 0..5 {
+        let res = get("/").await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3590..=3600).contains(&retry_after), "{retry_after}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let health = json(get("/_shield/health").await.unwrap()).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let breakers = health["layers"]["breaker"]["breakers"].as_array().unwrap();
+    let open = breakers
+        .iter()
+        .find(|b| b["state"] == "open")
+        .expect("an open breaker");
+    assert_eq!(open["name"], format!("http://{upstream}"));
+    assert_eq!(open["rejections"], 5);
 }

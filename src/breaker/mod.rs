@@ -121,6 +121,31 @@ impl<B> MakeKey<B> for Authority {
     }
 }
 
+/// A key choice made at run time, as the stacks' configuration does:
+/// `key = "none" | "authority" | "route"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyBy {
+    /// One breaker for every request.
+    #[default]
+    None,
+    /// One breaker per upstream, as [`Authority`].
+    Authority,
+    /// One breaker per request path (the route, for a server or a sidecar
+    /// in front of one service).
+    Route,
+}
+
+impl<B> MakeKey<B> for KeyBy {
+    fn make_key(&self, req: &Request<B>) -> Option<String> {
+        match self {
+            KeyBy::None => None,
+            KeyBy::Authority => Authority.make_key(req),
+            KeyBy::Route => Some(req.uri().path().to_owned()),
+        }
+    }
+}
+
 impl<B, F> MakeKey<B> for F
 where
     F: Fn(&Request<B>) -> Option<String>,
