@@ -1,6 +1,6 @@
 //! The error of a rejected call.
 
-use std::{error::Error, fmt, time::Duration};
+use std::{error::Error, fmt, sync::Arc, time::Duration};
 
 /// The call was rejected because the circuit breaker is open: the inner
 /// service was not called.
@@ -10,11 +10,11 @@ use std::{error::Error, fmt, time::Duration};
 #[derive(Debug, Clone)]
 pub struct Open {
     retry_after: Duration,
-    breaker: String,
+    breaker: Arc<str>,
 }
 
 impl Open {
-    pub(crate) fn new(retry_after: Duration, breaker: String) -> Self {
+    pub(crate) fn new(retry_after: Duration, breaker: Arc<str>) -> Self {
         Self {
             retry_after,
             breaker,

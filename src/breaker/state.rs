@@ -219,7 +219,10 @@ pub struct Breaker {
     open_until: AtomicU64,
     /// Trips in a row without closing in between, for the growing open time.
     trips: AtomicU32,
-    probes_in_flight: AtomicU32,
+    /// The half-open period (high 32 bits) and its probes in flight (low 32
+    /// bits), in one word so that a probe is always counted in the period
+    /// it was let through in.
+    probes: AtomicU64,
     probe_successes: AtomicU32,
     streak: AtomicU32,
     outcomes: Option<Mutex<Outcomes>>,
@@ -230,13 +233,16 @@ pub struct Breaker {
     slow_calls: Striped,
     rejections: Striped,
     opened: AtomicU64,
-    name: String,
+    name: std::sync::Arc<str>,
 }
 
 /// What a call that was let through must report back.
 #[derive(Debug)]
 pub(crate) struct Permit {
     probe: bool,
+    /// The half-open period a probe belongs to: a probe that outlives its
+    /// period must not touch the next period's count.
+    generation: u32,
     started: Option<Instant>,
     done: bool,
 }
@@ -246,6 +252,7 @@ impl Permit {
     pub(crate) fn finished() -> Self {
         Self {
             probe: false,
+            generation: 0,
             started: None,
             done: true,
         }
@@ -265,7 +272,7 @@ impl Breaker {
             state: AtomicU8::new(CLOSED),
             open_until: AtomicU64::new(0),
             trips: AtomicU32::new(0),
-            probes_in_flight: AtomicU32::new(0),
+            probes: AtomicU64::new(0),
             probe_successes: AtomicU32::new(0),
             streak: AtomicU32::new(0),
             outcomes,
@@ -276,7 +283,7 @@ impl Breaker {
             slow_calls: Striped::default(),
             rejections: Striped::default(),
             opened: AtomicU64::new(0),
-            name,
+            name: name.into(),
         }
     }
 
@@ -400,17 +407,12 @@ impl Breaker {
                     let started = self.config.needs_clock().then(Instant::now);
                     return Ok(Permit {
                         probe: false,
+                        generation: 0,
                         started,
                         done: false,
                     });
                 }
-                DISABLED => {
-                    return Ok(Permit {
-                        probe: false,
-                        started: None,
-                        done: true,
-                    });
-                }
+                DISABLED => return Ok(Permit::finished()),
                 FORCED_OPEN => return Err(self.rejected(self.config.open_for)),
                 OPEN => {
                     let now = Instant::now();
@@ -421,7 +423,9 @@ impl Breaker {
                     }
                     let _guard = self.lock();
                     if self.state.load(Ordering::Acquire) == OPEN {
-                        self.probes_in_flight.store(0, Ordering::Relaxed);
+                        // A new half-open period: next generation, no probes.
+                        let generation = (self.probes.load(Ordering::Acquire) >> 32) + 1;
+                        self.probes.store(generation << 32, Ordering::Release);
                         self.set(HALF_OPEN, "open time elapsed");
                     }
                 }
@@ -429,17 +433,18 @@ impl Breaker {
                     // Half-open: at most `half_open_probes` calls at a time.
                     // A compare-and-swap, so the count never exceeds the
                     // limit even for a moment.
-                    let max = self.config.half_open_probes;
-                    let taken = self.probes_in_flight.fetch_update(
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                        |n| (n < max).then_some(n + 1),
-                    );
-                    if taken.is_ok() {
+                    let max = u64::from(self.config.half_open_probes);
+                    let taken =
+                        self.probes
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                                (v & u64::from(u32::MAX) < max).then_some(v + 1)
+                            });
+                    if let Ok(before) = taken {
                         self.calls.add(1);
                         let started = self.config.needs_clock().then(Instant::now);
                         return Ok(Permit {
                             probe: true,
+                            generation: (before >> 32) as u32,
                             started,
                             done: false,
                         });
@@ -453,9 +458,22 @@ impl Breaker {
     /// The number of probe calls in flight now.
     pub fn probes_in_flight(&self) -> u32 {
         match self.state.load(Ordering::Acquire) {
-            HALF_OPEN => self.probes_in_flight.load(Ordering::Acquire),
+            HALF_OPEN => self.probes.load(Ordering::Acquire) as u32,
             _ => 0,
         }
+    }
+
+    /// Frees the slot of a probe of `generation`, if that period is still
+    /// on; returns whether it was. With the lock held.
+    fn release_probe(&self, generation: u32) -> bool {
+        if self.state.load(Ordering::Acquire) != HALF_OPEN {
+            return false;
+        }
+        self.probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                ((v >> 32) as u32 == generation && v as u32 > 0).then_some(v - 1)
+            })
+            .is_ok()
     }
 
     /// Opens (or keeps open) for at least `delay`, capped by the configured
@@ -494,7 +512,7 @@ impl Breaker {
             self.slow_calls.add(1);
         }
         if permit.probe {
-            self.record_probe(failure || slow);
+            self.record_probe(permit.generation, failure || slow);
             return;
         }
         if self.state.load(Ordering::Acquire) != CLOSED {
@@ -562,14 +580,13 @@ impl Breaker {
         .then_some("slow-call rate")
     }
 
-    fn record_probe(&self, bad: bool) {
+    fn record_probe(&self, generation: u32, bad: bool) {
         let _guard = self.lock();
-        if self.state.load(Ordering::Acquire) != HALF_OPEN {
-            // Reopened meanwhile (another probe failed, or Retry-After); the
-            // count restarts at the next half-open.
+        if !self.release_probe(generation) {
+            // Its period ended (another probe failed, or Retry-After); the
+            // count restarted with the next period.
             return;
         }
-        self.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
         if bad {
             self.open(Instant::now(), None, "probe failed");
         } else if self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1 >= self.config.close_after
@@ -587,9 +604,7 @@ impl Breaker {
         permit.done = true;
         if permit.probe {
             let _guard = self.lock();
-            if self.state.load(Ordering::Acquire) == HALF_OPEN {
-                self.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.release_probe(permit.generation);
         }
     }
 }
@@ -597,6 +612,75 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire,
+        Succeed(usize),
+        Fail(usize),
+        Cancel(usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Acquire),
+            2 => any::<usize>().prop_map(Op::Succeed),
+            2 => any::<usize>().prop_map(Op::Fail),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            1 => (0u64..3000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever callers do (many at once, finishing in any order,
+        /// failing, being cancelled, time passing), the breaker never lets
+        /// more than `half_open_probes` probe calls be in flight, and every
+        /// probe it let through is accounted for.
+        #[test]
+        fn never_more_probes_than_allowed(
+            probes in 1u32..4,
+            ops in prop::collection::vec(op(), 1..200),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let config = Config::default()
+                    .consecutive_failures(2)
+                    .open_for(Duration::from_secs(1))
+                    .half_open_probes(probes)
+                    .close_after(2);
+                let breaker = Breaker::new(config, "test".into());
+                let mut held: Vec<Permit> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Acquire => {
+                            if let Ok(permit) = breaker.try_acquire() {
+                                held.push(permit);
+                            }
+                        }
+                        Op::Succeed(i) | Op::Fail(i) | Op::Cancel(i) if !held.is_empty() => {
+                            let mut permit = held.swap_remove(i % held.len());
+                            match op {
+                                Op::Succeed(_) => breaker.record(permit, Class::Success),
+                                Op::Fail(_) => breaker.record(permit, Class::Failure),
+                                _ => breaker.cancel(&mut permit),
+                            }
+                        }
+                        Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                        _ => {}
+                    }
+                    let in_flight = breaker.probes_in_flight();
+                    prop_assert!(in_flight <= probes, "{} probes in flight, limit {}", in_flight, probes);
+                    if breaker.state.load(Ordering::Acquire) == HALF_OPEN {
+                        let held_probes = held.iter().filter(|p| p.probe).count() as u32;
+                        prop_assert!(in_flight <= held_probes, "in flight {} > held {}", in_flight, held_probes);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
 
     #[test]
     fn count_window_forgets_old_outcomes() {

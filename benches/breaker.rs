@@ -1,0 +1,275 @@
+//! The circuit breaker's cost, as ratios of a bare `tower::service_fn` call,
+//! beside the peer crates recloser, failsafe and tower-resilience, in one
+//! run; and its throughput with 1 to 16 tasks sharing one breaker.
+//!
+//! Every breaker is built once, outside the timed loop; requests are built
+//! outside the timed region (`iter_batched`); services are cloned per call,
+//! as hyper and axum do. Allocations per call are counted and printed.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{Request, Response};
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    convert::Infallible,
+    hint::black_box,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_shield::breaker::{CircuitBreakerLayer, Config};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
+    black_box(&req);
+    Ok(Response::new(()))
+}
+
+async fn io_handler(req: Request<()>) -> Result<Response<()>, std::io::Error> {
+    black_box(&req);
+    Ok(Response::new(()))
+}
+
+fn request() -> Request<()> {
+    Request::get("http://127.0.0.1/").body(()).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Allocations per call of `f`, over 1000 calls.
+fn allocs<F, Fut>(rt: &tokio::runtime::Runtime, mut f: F) -> f64
+where
+    F: FnMut(Request<()>) -> Fut,
+    Fut: std::future::Future,
+{
+    rt.block_on(async {
+        let reqs: Vec<_> = (0..1000).map(|_| request()).collect();
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for req in reqs {
+            let _ = f(req).await;
+        }
+        (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1000.0
+    })
+}
+
+// Every bench clones its service per call; the bare `service_fn` is `Copy`.
+#[allow(clippy::clone_on_copy)]
+fn closed_path(c: &mut Criterion) {
+    let rt = rt();
+    let bare = service_fn(handler);
+    let consecutive = CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    let slow = CircuitBreakerLayer::new(
+        Config::default()
+            .slow_call_duration(Duration::from_secs(1))
+            .slow_call_rate(50.0),
+    )
+    .unwrap()
+    .layer(service_fn(handler));
+    let count_window =
+        CircuitBreakerLayer::new(Config::default().failure_rate(50.0).window_calls(100))
+            .unwrap()
+            .layer(service_fn(handler));
+    let time_window = CircuitBreakerLayer::new(
+        Config::default()
+            .failure_rate(50.0)
+            .window_duration(Duration::from_secs(10)),
+    )
+    .unwrap()
+    .layer(service_fn(handler));
+    let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
+    let failsafe = failsafe::Config::new().build();
+    let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap()
+        .layer(service_fn(io_handler));
+
+    let mut group = c.benchmark_group("breaker/closed");
+    group.bench_function("service_fn", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| bare.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("consecutive", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| consecutive.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("consecutive_slow_calls", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| slow.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("rate_count_window", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| count_window.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("rate_time_window", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| time_window.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("peer_recloser", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| recloser.call(bare.clone().oneshot(req)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("peer_failsafe", |b| {
+        use failsafe::futures::CircuitBreaker as _;
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| failsafe.call(bare.clone().oneshot(req)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("peer_tower_resilience", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| resilience.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    println!(
+        "allocations per call: service_fn {:.2}, consecutive {:.2}, slow calls {:.2}, count window {:.2}, time window {:.2}",
+        allocs(&rt, |r| bare.clone().oneshot(r)),
+        allocs(&rt, |r| consecutive.clone().oneshot(r)),
+        allocs(&rt, |r| slow.clone().oneshot(r)),
+        allocs(&rt, |r| count_window.clone().oneshot(r)),
+        allocs(&rt, |r| time_window.clone().oneshot(r)),
+    );
+}
+
+fn open_path(c: &mut Criterion) {
+    let rt = rt();
+    let layer = CircuitBreakerLayer::new(Config::default()).unwrap();
+    layer.breakers().default_breaker().force_open();
+    let ours = layer.layer(service_fn(handler));
+    let recloser = recloser::AsyncRecloser::from(
+        recloser::Recloser::custom()
+            .closed_len(1)
+            .open_wait(Duration::from_secs(3600))
+            .build(),
+    );
+    let bare = service_fn(handler);
+    rt.block_on(async {
+        // Trip recloser: one failure with a ring of one call.
+        let _ = recloser.call(async { Err::<(), _>(()) }).await;
+        let _ = recloser.call(async { Err::<(), _>(()) }).await;
+    });
+    let mut group = c.benchmark_group("breaker/open");
+    group.bench_function("service_fn", |b| {
+        b.to_async(&rt)
+            .iter_batched(request, |req| bare.oneshot(req), BatchSize::SmallInput)
+    });
+    group.bench_function("rejection", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| ours.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("peer_recloser_rejection", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| recloser.call(bare.oneshot(req)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+    println!(
+        "allocations per rejection: {:.2}",
+        allocs(&rt, |r| ours.clone().oneshot(r))
+    );
+}
+
+/// Throughput with 1, 2, 4, 8 and 16 tasks on a 2-worker runtime sharing
+/// one breaker, beside the same tasks calling a bare `service_fn`. Bounded:
+/// 200 000 calls per point.
+fn contention(_c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ours = CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    let bare = service_fn(handler);
+    const CALLS: u64 = 200_000;
+    let run = |tasks: u64, breaker: bool| -> f64 {
+        rt.block_on(async {
+            let start = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let ours = ours.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..CALLS / tasks {
+                            if breaker {
+                                let _ = ours.clone().oneshot(request()).await;
+                            } else {
+                                let _ = bare.oneshot(request()).await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+            CALLS as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    println!("contention (2 worker threads), calls per second:");
+    let (one_bare, one_ours) = (run(1, false), run(1, true));
+    for tasks in [1u64, 2, 4, 8, 16] {
+        let (b, o) = (run(tasks, false), run(tasks, true));
+        println!(
+            "  tasks {tasks:2}: service_fn {:>11.0}/s ({:.2}x of 1 task)  breaker {:>11.0}/s ({:.2}x of 1 task)  breaker/bare {:.2}",
+            b,
+            b / one_bare,
+            o,
+            o / one_ours,
+            o / b
+        );
+    }
+}
+
+criterion_group!(benches, closed_path, open_path, contention);
+criterion_main!(benches);
