@@ -15,13 +15,14 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 use tower::{ServiceBuilder, ServiceExt};
 use tower_shield::{
+    breaker::{self, CircuitBreakerLayer, KeyBy},
     classify::{Classify, ServerErrorsAsFailures},
     error::status_for,
     stack::{ClientStack, ServerStack},
@@ -153,6 +154,53 @@ async fn main() -> Result<(), BoxError> {
     let status = res.status();
     let body = res.into_body().collect().await?.to_bytes();
     println!("    GET /report -> {status} {body:?}");
+
+    step(6, "circuit breaker: a failing host is cut off, probed, and let back in");
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = down.clone();
+    let host = serve(axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let down = flag.load(Ordering::Relaxed);
+            async move {
+                if down {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "broken")
+                } else {
+                    (StatusCode::OK, "healthy again")
+                }
+            }
+        }),
+    ))
+    .await;
+    let breaker = CircuitBreakerLayer::new(
+        breaker::Config::default()
+            .consecutive_failures(3)
+            .open_for(Duration::from_millis(300))
+            .close_after(2),
+    )?
+    .keyed_by(KeyBy::Authority);
+    let breakers = breaker.breakers();
+    let guarded = ServiceBuilder::new()
+        .client_stack(ClientStack::new().timeout(timeout).circuit_breaker(breaker))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let key = format!("http://{host}");
+    for i in 1..=9 {
+        if i == 6 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            down.store(false, Ordering::Relaxed);
+            println!("    ... 300ms later, and the host has recovered ...");
+        }
+        let req = Request::get(format!("http://{host}/")).body(Empty::new())?;
+        let outcome = match guarded.clone().oneshot(req).await {
+            Ok(res) => res.status().to_string(),
+            Err(err) => match err.downcast_ref::<breaker::Open>() {
+                Some(open) => format!("rejected at once: {err} (retry after {:.0?})", open.retry_after()),
+                None => format!("error: {err}"),
+            },
+        };
+        let state = breakers.get(&key).map_or(breaker::State::Closed, |b| b.state());
+        println!("    call {i}: {outcome}; breaker now {state:?}");
+    }
 
     println!("\ntour finished in {:.1?}", started.elapsed());
     Ok(())

@@ -21,7 +21,7 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
-#[cfg(feature = "config")]
+#[cfg(all(feature = "config", feature = "breaker"))]
 fn tour_shows_each_step() {
     let out = run("tour", &[]);
     for expected in [
@@ -32,6 +32,10 @@ fn tour_shows_each_step() {
         "GET /flaky -> 503 Service Unavailable; classify: retryable",
         "as a server response this is 502 Bad Gateway",
         "GET /report -> 504 Gateway Timeout",
+        "call 3: 500 Internal Server Error; breaker now Open",
+        "call 4: rejected at once: circuit breaker is open",
+        "call 6: 200 OK; breaker now HalfOpen",
+        "call 7: 200 OK; breaker now Closed",
         "tour finished in",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
