@@ -4,57 +4,13 @@
 //! beside tower's `Timeout` alone). Requests are built outside the timed
 //! region; allocations per call are counted and printed.
 
+mod support;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use http::{Request, Response};
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    convert::Infallible,
-    hint::black_box,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use std::time::Duration;
+use support::{allocs, handler, request};
+use tower::{service_fn, Layer, ServiceExt};
 use tower_shield::stack::ClientStack;
-
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
-    black_box(&req);
-    Ok(Response::new(()))
-}
-
-fn request() -> Request<()> {
-    Request::get("http://127.0.0.1/").body(()).unwrap()
-}
-
-/// Allocations of one call through `svc`, measured over 1000 calls.
-fn allocs_per_call<S>(rt: &tokio::runtime::Runtime, mut svc: S) -> f64
-where
-    S: Service<Request<()>>,
-{
-    rt.block_on(async {
-        let reqs: Vec<_> = (0..1000).map(|_| request()).collect();
-        let before = ALLOCS.load(Ordering::Relaxed);
-        for req in reqs {
-            let _ = svc.ready().await.ok().unwrap().call(req).await;
-        }
-        (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1000.0
-    })
-}
 
 fn runtimes() -> [(&'static str, tokio::runtime::Runtime); 2] {
     [
@@ -119,12 +75,12 @@ fn baseline(c: &mut Criterion) {
         });
         group.finish();
 
-        let base = allocs_per_call(&rt, bare.clone());
+        let base = allocs(&rt, |r| bare.clone().oneshot(r));
         println!(
             "allocations per call ({name}): service_fn {base:.2}, client_stack_no_timeout {:.2}, client_stack_timeout {:.2}, tower timeout {:.2}",
-            allocs_per_call(&rt, stack_no_timeout.clone()),
-            allocs_per_call(&rt, stack_timeout.clone()),
-            allocs_per_call(&rt, tower_timeout.clone()),
+            allocs(&rt, |r| stack_no_timeout.clone().oneshot(r)),
+            allocs(&rt, |r| stack_timeout.clone().oneshot(r)),
+            allocs(&rt, |r| tower_timeout.clone().oneshot(r)),
         );
     }
 }

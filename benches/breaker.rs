@@ -6,46 +6,21 @@
 //! outside the timed region (`iter_batched`); services are cloned per call,
 //! as hyper and axum do. Allocations per call are counted and printed.
 
+mod support;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{Request, Response};
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    convert::Infallible,
     hint::black_box,
-    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
+use support::{allocs, handler, request};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_shield::breaker::{CircuitBreakerLayer, Config};
-
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
-    black_box(&req);
-    Ok(Response::new(()))
-}
 
 async fn io_handler(req: Request<()>) -> Result<Response<()>, std::io::Error> {
     black_box(&req);
     Ok(Response::new(()))
-}
-
-fn request() -> Request<()> {
-    Request::get("http://127.0.0.1/").body(()).unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -53,22 +28,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Allocations per call of `f`, over 1000 calls.
-fn allocs<F, Fut>(rt: &tokio::runtime::Runtime, mut f: F) -> f64
-where
-    F: FnMut(Request<()>) -> Fut,
-    Fut: std::future::Future,
-{
-    rt.block_on(async {
-        let reqs: Vec<_> = (0..1000).map(|_| request()).collect();
-        let before = ALLOCS.load(Ordering::Relaxed);
-        for req in reqs {
-            let _ = f(req).await;
-        }
-        (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1000.0
-    })
 }
 
 // Every bench clones its service per call; the bare `service_fn` is `Copy`.

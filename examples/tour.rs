@@ -155,7 +155,10 @@ async fn main() -> Result<(), BoxError> {
     let body = res.into_body().collect().await?.to_bytes();
     println!("    GET /report -> {status} {body:?}");
 
-    step(6, "circuit breaker: a failing host is cut off, probed, and let back in");
+    step(
+        6,
+        "circuit breaker: a failing host is cut off, probed, and let back in",
+    );
     let down = Arc::new(AtomicBool::new(true));
     let flag = down.clone();
     let host = serve(axum::Router::new().route(
@@ -194,11 +197,16 @@ async fn main() -> Result<(), BoxError> {
         let outcome = match guarded.clone().oneshot(req).await {
             Ok(res) => res.status().to_string(),
             Err(err) => match err.downcast_ref::<breaker::Open>() {
-                Some(open) => format!("rejected at once: {err} (retry after {:.0?})", open.retry_after()),
+                Some(open) => format!(
+                    "rejected at once: {err} (retry after {:.0?})",
+                    open.retry_after()
+                ),
                 None => format!("error: {err}"),
             },
         };
-        let state = breakers.get(&key).map_or(breaker::State::Closed, |b| b.state());
+        let state = breakers
+            .get(&key)
+            .map_or(breaker::State::Closed, |b| b.state());
         println!("    call {i}: {outcome}; breaker now {state:?}");
     }
 
