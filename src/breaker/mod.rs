@@ -53,6 +53,7 @@
 
 mod config;
 mod error;
+mod probes;
 mod state;
 
 pub use self::{

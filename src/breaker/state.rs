@@ -9,6 +9,7 @@
 use super::{
     config::{Config, Detection, Window},
     error::Open,
+    probes::ProbeSlots,
 };
 use crate::classify::Class;
 use std::{
@@ -219,10 +220,7 @@ pub struct Breaker {
     open_until: AtomicU64,
     /// Trips in a row without closing in between, for the growing open time.
     trips: AtomicU32,
-    /// The half-open period (high 32 bits) and its probes in flight (low 32
-    /// bits), in one word so that a probe is always counted in the period
-    /// it was let through in.
-    probes: AtomicU64,
+    probes: ProbeSlots,
     probe_successes: AtomicU32,
     streak: AtomicU32,
     outcomes: Option<Mutex<Outcomes>>,
@@ -272,7 +270,7 @@ impl Breaker {
             state: AtomicU8::new(CLOSED),
             open_until: AtomicU64::new(0),
             trips: AtomicU32::new(0),
-            probes: AtomicU64::new(0),
+            probes: ProbeSlots::new(),
             probe_successes: AtomicU32::new(0),
             streak: AtomicU32::new(0),
             outcomes,
@@ -423,9 +421,7 @@ impl Breaker {
                     }
                     let _guard = self.lock();
                     if self.state.load(Ordering::Acquire) == OPEN {
-                        // A new half-open period: next generation, no probes.
-                        let generation = (self.probes.load(Ordering::Acquire) >> 32) + 1;
-                        self.probes.store(generation << 32, Ordering::Release);
+                        self.probes.new_period();
                         self.set(HALF_OPEN, "open time elapsed");
                     }
                 }
@@ -433,18 +429,13 @@ impl Breaker {
                     // Half-open: at most `half_open_probes` calls at a time.
                     // A compare-and-swap, so the count never exceeds the
                     // limit even for a moment.
-                    let max = u64::from(self.config.half_open_probes);
-                    let taken =
-                        self.probes
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                                (v & u64::from(u32::MAX) < max).then_some(v + 1)
-                            });
-                    if let Ok(before) = taken {
+                    let taken = self.probes.try_take(self.config.half_open_probes);
+                    if let Some(generation) = taken {
                         self.calls.add(1);
                         let started = self.config.needs_clock().then(Instant::now);
                         return Ok(Permit {
                             probe: true,
-                            generation: (before >> 32) as u32,
+                            generation,
                             started,
                             done: false,
                         });
@@ -458,7 +449,7 @@ impl Breaker {
     /// The number of probe calls in flight now.
     pub fn probes_in_flight(&self) -> u32 {
         match self.state.load(Ordering::Acquire) {
-            HALF_OPEN => self.probes.load(Ordering::Acquire) as u32,
+            HALF_OPEN => self.probes.in_flight(),
             _ => 0,
         }
     }
@@ -469,11 +460,7 @@ impl Breaker {
         if self.state.load(Ordering::Acquire) != HALF_OPEN {
             return false;
         }
-        self.probes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                ((v >> 32) as u32 == generation && v as u32 > 0).then_some(v - 1)
-            })
-            .is_ok()
+        self.probes.release(generation)
     }
 
     /// Opens (or keeps open) for at least `delay`, capped by the configured
