@@ -444,6 +444,7 @@ fn invalid_configs_name_their_field() {
             "failure_threshold",
         ),
         (Config::default().window_calls(0), "window"),
+        (Config::default().window_calls(10_001), "window"),
         (Config::default().window_duration(Duration::ZERO), "window"),
         (Config::default().min_calls(0), "min_calls"),
         (Config::default().slow_call_rate(50.0), "slow_call_rate"),

@@ -22,6 +22,10 @@ pub enum Detection {
 }
 
 /// The window the rates are computed over.
+///
+/// A count window keeps one byte per call for each breaker (at most 10 000
+/// calls, so 1 024 keyed breakers hold at most 10 MB); a time window keeps
+/// ten buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Window {
