@@ -216,9 +216,7 @@ impl Config {
         }
         match self.window {
             Window::Calls(0) => return bad("window", "must hold at least one call"),
-            Window::Calls(n) if n > 1_000_000 => {
-                return bad("window", "must be at most 1000000 calls")
-            }
+            Window::Calls(n) if n > 10_000 => return bad("window", "must be at most 10000 calls"),
             Window::Duration(d) if d < Duration::from_millis(10) => {
                 return bad("window", "must be at least 10ms")
             }
