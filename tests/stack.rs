@@ -106,9 +106,10 @@ async fn client_stack_reports_a_refused_connection_as_retryable() {
     assert_eq!(status_for(&*err).0, StatusCode::BAD_GATEWAY);
 }
 
+/// A handler that never answers: only the stack's timer can end the call
+/// (on tokio's paused clock, so no test waits in real time).
 async fn slow() -> &'static str {
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    "late"
+    std::future::pending().await
 }
 
 async fn get_status(addr: std::net::SocketAddr, path: &str) -> (StatusCode, Bytes) {
