@@ -19,8 +19,8 @@
 //! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` (default) |
 //! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
 //!
-//! Circuit breaking, retries, caching, trace context and service auth are
-//! being added module by module; see the README for their status.
+//! Retries, caching, trace context and service auth are being added module
+//! by module; see the README for their status.
 //!
 //! # Server example
 //!

@@ -4,12 +4,17 @@
 //! [`ServerStack`] is what to put around an axum router or any HTTP
 //! service. Each is a [`Layer`] built in code or from the
 //! [`Config`](crate::config::Config) the sidecar reads, and each grows as
-//! the crate's layers land. Today they hold the whole-request timeout:
+//! the crate's layers land. Today they hold the whole-request timeout and,
+//! when given one, a circuit breaker:
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | timeout (default 5 s) |
-//! | [`ServerStack`] | error responses ([`crate::error::ErrorResponseLayer`]), timeout |
+//! | [`ClientStack`] | circuit breaker (optional), timeout (default 5 s) |
+//! | [`ServerStack`] | error responses ([`crate::error::ErrorResponseLayer`]), circuit breaker (optional), timeout |
+//!
+//! The breaker is outside the timeout, so a call that the timeout cuts off
+//! counts for the breaker as a (retryable) failure: a dependency that hangs
+//! opens the breaker just as one that fails does.
 //!
 //! # Example
 //!
@@ -97,7 +102,7 @@ impl ClientStack {
         self
     }
 
-    /// Adds a circuit breaker inside the timeout. Get its breakers from
+    /// Adds a circuit breaker outside the timeout. Get its breakers from
     /// the layer ([`CircuitBreakerLayer::breakers`]) before passing it in.
     #[cfg(feature = "breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
@@ -145,13 +150,16 @@ impl ClientStack {
 }
 
 impl<S> Layer<S> for ClientStack {
-    type Service = ClientService<Guarded<S>>;
+    type Service = Guarded<ClientService<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientService {
-            inner: self.guard(inner),
+        // The breaker goes outside the timeout, so that a call the timeout
+        // cuts off reaches the breaker as a failure (`Elapsed`) instead of
+        // as a dropped, uncounted call.
+        self.guard(ClientService {
+            inner,
             timeout: self.timeout,
-        }
+        })
     }
 }
 
@@ -430,7 +438,7 @@ impl<S> Layer<S> for ServerStack {
 /// The service [`ServerStack`] builds.
 #[derive(Debug, Clone)]
 pub struct ServerService<S> {
-    inner: ErrorResponse<ClientService<Guarded<S>>>,
+    inner: ErrorResponse<Guarded<ClientService<S>>>,
 }
 
 impl<S, ReqB, B> Service<Request<ReqB>> for ServerService<S>
@@ -441,7 +449,7 @@ where
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = ErrorResponseFuture<ResponseFuture<GuardedFuture<S::Future>>>;
+    type Future = ErrorResponseFuture<GuardedFuture<ResponseFuture<S::Future>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

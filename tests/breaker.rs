@@ -608,3 +608,41 @@ async fn follows_a_real_upstream_that_fails_and_recovers() {
     assert_eq!(breakers.get(&key).unwrap().state(), State::Closed);
     assert_eq!(up.calls(), seen + 2);
 }
+
+/// In the client stack the breaker sits outside the timeout: an upstream
+/// that hangs opens it just as one that fails does.
+#[tokio::test(start_paused = true)]
+async fn timeouts_in_the_client_stack_count_as_failures() {
+    use tower_shield::{breaker::KeyBy, stack::ClientStack, ServiceBuilderExt};
+    let layer = CircuitBreakerLayer::new(Config::default().consecutive_failures(2))
+        .unwrap()
+        .keyed_by(KeyBy::None);
+    let breaker = layer.breakers().default_breaker();
+    let hanging = service_fn(|_req: Request<()>| async {
+        std::future::pending::<Result<Response<()>, Infallible>>().await
+    });
+    let svc = ServiceBuilder::new()
+        .client_stack(
+            ClientStack::new()
+                .timeout(Duration::from_secs(1))
+                .circuit_breaker(layer),
+        )
+        .service(hanging);
+    for _ in 0..2 {
+        let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let started = Instant::now();
+    assert!(svc
+        .clone()
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_err()
+        .is::<Open>());
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "rejected without waiting for the timeout"
+    );
+}
