@@ -8,8 +8,10 @@
 //! Flags override the file. It forwards every method, path, query, header
 //! and body to the upstream and streams the answer back, drops hop-by-hop
 //! headers, adds `Via`, bounds each request with the `[timeout]` (504 on
-//! expiry, 502 when the upstream cannot be reached), and serves its own
-//! `GET /_shield/health`. See README.md for the configuration reference.
+//! expiry, 502 when the upstream cannot be reached), fails fast with 503 and
+//! `Retry-After` while the `[breaker]` (if configured) is open, and serves
+//! its own `GET /_shield/health` (`degraded` while a breaker is not closed).
+//! See README.md for the configuration reference.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
