@@ -1,7 +1,7 @@
 //! Loopback bench of the sidecar's pass-through: one request at a time from
 //! a hyper client, directly to an upstream, and through the same proxy
-//! stack the sidecar builds (error responses, client stack with timeout,
-//! reverse proxy, hyper-util client), all on 127.0.0.1 in one process.
+//! stack the sidecar builds (error responses, reverse proxy, client stack
+//! with timeout, hyper-util client), all on 127.0.0.1 in one process.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -64,10 +64,10 @@ fn sidecar(c: &mut Criterion) {
             Client::builder(TokioExecutor::new()).build_http();
         let proxy_stack = ServiceBuilder::new()
             .error_responses()
-            .client_stack(ClientStack::new().timeout(Duration::from_secs(5)))
             .reverse_proxy(
                 ReverseProxyLayer::new(format!("http://{upstream}").parse().unwrap()).unwrap(),
             )
+            .client_stack(ClientStack::new().timeout(Duration::from_secs(5)))
             .service(client);
         (upstream, serve(proxy_stack).await)
     });

@@ -189,15 +189,6 @@ impl Config {
         self
     }
 
-    /// Whether calls need a clock read: slow-call detection or a time window.
-    pub(crate) fn needs_clock(&self) -> bool {
-        self.slow_call_duration.is_some()
-            || matches!(
-                (self.detection, self.window),
-                (Detection::Rate { .. }, Window::Duration(_))
-            )
-    }
-
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let bad = |field, problem| Err(InvalidConfig { field, problem });

@@ -55,6 +55,7 @@ mod config;
 mod error;
 mod probes;
 mod state;
+mod window;
 
 pub use self::{
     config::{Config, Detection, InvalidConfig, Window},

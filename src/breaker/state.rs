@@ -1,15 +1,15 @@
 //! The state machine of one breaker.
 //!
-//! The closed path of the consecutive mode touches no lock and writes no
-//! shared memory on success: it reads the state and the failure streak, and
-//! bumps a per-thread stripe of the call counter. Transitions (rare) take a
-//! mutex. The rate modes keep their window behind a mutex taken once per
-//! call.
+//! The closed path takes no lock. In the consecutive mode a success writes
+//! no shared memory but a per-thread stripe of the call counter: it reads
+//! the state and the failure streak. The rate modes record into a lock-free
+//! window (`window.rs`). Only transitions (rare) take a mutex.
 
 use super::{
-    config::{Config, Detection, Window},
+    config::{Config, Detection},
     error::Open,
     probes::ProbeSlots,
+    window::Outcomes,
 };
 use crate::classify::Class;
 use std::{
@@ -110,105 +110,6 @@ pub struct Metrics {
     pub opened: u64,
 }
 
-/// The outcome window of the rate modes: the last N calls, or the calls
-/// of the last N seconds in buckets.
-#[derive(Debug)]
-enum Outcomes {
-    Count {
-        /// Bit 0: failure, bit 1: slow; 0xff: empty.
-        ring: Vec<u8>,
-        next: usize,
-        calls: u32,
-        failures: u32,
-        slow: u32,
-    },
-    Time {
-        bucket: Duration,
-        /// (bucket start in nanos since the epoch, calls, failures, slow)
-        buckets: Vec<(u64, u32, u32, u32)>,
-    },
-}
-
-impl Outcomes {
-    fn new(window: Window) -> Self {
-        match window {
-            Window::Calls(n) => Outcomes::Count {
-                ring: vec![0xff; n as usize],
-                next: 0,
-                calls: 0,
-                failures: 0,
-                slow: 0,
-            },
-            Window::Duration(d) => {
-                let buckets = 10;
-                Outcomes::Time {
-                    bucket: (d / buckets).max(Duration::from_millis(1)),
-                    buckets: vec![(u64::MAX, 0, 0, 0); buckets as usize],
-                }
-            }
-        }
-    }
-
-    fn clear(&mut self) {
-        match self {
-            Outcomes::Count {
-                ring,
-                next,
-                calls,
-                failures,
-                slow,
-            } => {
-                ring.fill(0xff);
-                (*next, *calls, *failures, *slow) = (0, 0, 0, 0);
-            }
-            Outcomes::Time { buckets, .. } => buckets.fill((u64::MAX, 0, 0, 0)),
-        }
-    }
-
-    /// Records one outcome and returns (calls, failures, slow) in the window.
-    fn record(&mut self, now_nanos: u64, failure: bool, is_slow: bool) -> (u32, u32, u32) {
-        match self {
-            Outcomes::Count {
-                ring,
-                next,
-                calls,
-                failures,
-                slow,
-            } => {
-                let old = ring[*next];
-                if old != 0xff {
-                    *calls -= 1;
-                    *failures -= u32::from(old & 1);
-                    *slow -= u32::from(old >> 1 & 1);
-                }
-                ring[*next] = u8::from(failure) | u8::from(is_slow) << 1;
-                *next = (*next + 1) % ring.len();
-                *calls += 1;
-                *failures += u32::from(failure);
-                *slow += u32::from(is_slow);
-                (*calls, *failures, *slow)
-            }
-            Outcomes::Time { bucket, buckets } => {
-                let width = bucket.as_nanos() as u64;
-                let start = now_nanos / width * width;
-                let index = (now_nanos / width) as usize % buckets.len();
-                if buckets[index].0 != start {
-                    buckets[index] = (start, 0, 0, 0);
-                }
-                let b = &mut buckets[index];
-                b.1 += 1;
-                b.2 += u32::from(failure);
-                b.3 += u32::from(is_slow);
-                let span = width * buckets.len() as u64;
-                buckets
-                    .iter()
-                    .filter(|b| b.0 != u64::MAX && now_nanos.saturating_sub(b.0) < span)
-                    .fold((0, 0, 0), |acc, b| (acc.0 + b.1, acc.1 + b.2, acc.2 + b.3))
-            }
-        }
-    }
-}
-
 /// One circuit breaker. Shared (in an `Arc`) by every clone of the service
 /// that uses it.
 #[derive(Debug)]
@@ -223,7 +124,7 @@ pub struct Breaker {
     probes: ProbeSlots,
     probe_successes: AtomicU32,
     streak: AtomicU32,
-    outcomes: Option<Mutex<Outcomes>>,
+    outcomes: Option<Outcomes>,
     transition: Mutex<()>,
     events: watch::Sender<State>,
     calls: Striped,
@@ -261,8 +162,9 @@ impl Breaker {
     pub(crate) fn new(config: Config, name: String) -> Self {
         let outcomes = match config.detection {
             Detection::Consecutive { .. } if config.slow_call_duration.is_none() => None,
-            Detection::Consecutive { .. } => Some(Mutex::new(Outcomes::new(config.window))),
-            Detection::Rate { .. } => Some(Mutex::new(Outcomes::new(config.window))),
+            Detection::Consecutive { .. } | Detection::Rate { .. } => {
+                Some(Outcomes::new(config.window))
+            }
         };
         Self {
             config,
@@ -365,7 +267,7 @@ impl Breaker {
         self.trips.store(0, Ordering::Relaxed);
         self.probe_successes.store(0, Ordering::Relaxed);
         if let Some(outcomes) = &self.outcomes {
-            outcomes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            outcomes.clear();
         }
         self.set(CLOSED, "closed");
     }
@@ -402,7 +304,7 @@ impl Breaker {
             match self.state.load(Ordering::Acquire) {
                 CLOSED => {
                     self.calls.add(1);
-                    let started = self.config.needs_clock().then(Instant::now);
+                    let started = self.config.slow_call_duration.is_some().then(Instant::now);
                     return Ok(Permit {
                         probe: false,
                         generation: 0,
@@ -432,7 +334,7 @@ impl Breaker {
                     let taken = self.probes.try_take(self.config.half_open_probes);
                     if let Some(generation) = taken {
                         self.calls.add(1);
-                        let started = self.config.needs_clock().then(Instant::now);
+                        let started = self.config.slow_call_duration.is_some().then(Instant::now);
                         return Ok(Permit {
                             probe: true,
                             generation,
@@ -487,7 +389,10 @@ impl Breaker {
     pub(crate) fn record(&self, mut permit: Permit, class: Class) {
         permit.done = true;
         let failure = class.is_failure();
-        let now = permit.started.map(|_| Instant::now());
+        // One clock read at most: for the slow-call check, or for a time
+        // window.
+        let now = (permit.started.is_some() || self.outcomes.as_ref().is_some_and(Outcomes::timed))
+            .then(Instant::now);
         let slow = match (permit.started, now, self.config.slow_call_duration) {
             (Some(start), Some(now), Some(limit)) => now.duration_since(start) > limit,
             _ => false,
@@ -525,13 +430,14 @@ impl Breaker {
             Detection::Rate {
                 failure_rate,
                 min_calls,
-            } => {
-                let (calls, failures, slow_calls) = self.window(now, failure, slow);
-                let rate_trip = (calls >= min_calls
-                    && f64::from(failures) * 100.0 >= failure_rate * f64::from(calls))
-                .then_some("failure rate");
-                rate_trip.or_else(|| self.slow_rate_trip(calls, slow_calls, min_calls))
-            }
+            } => self
+                .window(now, failure, slow)
+                .and_then(|(calls, failures, slow_calls)| {
+                    (calls >= min_calls
+                        && f64::from(failures) * 100.0 >= failure_rate * f64::from(calls))
+                    .then_some("failure rate")
+                    .or_else(|| self.slow_rate_trip(calls, slow_calls, min_calls))
+                }),
         };
         if let Some(why) = trip {
             let _guard = self.lock();
@@ -541,21 +447,19 @@ impl Breaker {
         }
     }
 
-    fn window(&self, now: Option<Instant>, failure: bool, slow: bool) -> (u32, u32, u32) {
-        let Some(outcomes) = &self.outcomes else {
-            return (0, 0, 0);
+    fn window(&self, now: Option<Instant>, failure: bool, slow: bool) -> Option<(u32, u32, u32)> {
+        let outcomes = self.outcomes.as_ref()?;
+        let now_nanos = match now {
+            Some(now) if outcomes.timed() => self.nanos(now),
+            _ => 0,
         };
-        let now_nanos = self.nanos(now.unwrap_or_else(Instant::now));
-        outcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(now_nanos, failure, slow)
+        outcomes.record(now_nanos, failure, slow)
     }
 
     /// In the consecutive mode, slow calls are judged over the window too.
     fn slow_trip(&self, now: Option<Instant>, failure: bool, slow: bool) -> Option<&'static str> {
         self.outcomes.as_ref()?;
-        let (calls, _, slow_calls) = self.window(now, failure, slow);
+        let (calls, _, slow_calls) = self.window(now, failure, slow)?;
         self.slow_rate_trip(calls, slow_calls, self.config.min_calls)
     }
 
@@ -667,29 +571,5 @@ mod tests {
                 Ok(())
             })?;
         }
-    }
-
-    #[test]
-    fn count_window_forgets_old_outcomes() {
-        let mut w = Outcomes::new(Window::Calls(4));
-        for _ in 0..4 {
-            w.record(0, true, false);
-        }
-        assert_eq!(w.record(0, false, false), (4, 3, 0));
-        for _ in 0..3 {
-            w.record(0, false, true);
-        }
-        assert_eq!(w.record(0, false, false), (4, 0, 3));
-    }
-
-    #[test]
-    fn time_window_forgets_old_buckets() {
-        let mut w = Outcomes::new(Window::Duration(Duration::from_secs(10)));
-        let s = 1_000_000_000u64;
-        assert_eq!(w.record(0, true, false), (1, 1, 0));
-        assert_eq!(w.record(5 * s, true, false), (2, 2, 0));
-        // 10.5 s later the first bucket is out of the window.
-        assert_eq!(w.record(10 * s + s / 2, false, false), (2, 1, 0));
-        assert_eq!(w.record(30 * s, false, false), (1, 0, 0));
     }
 }
