@@ -41,7 +41,7 @@ use pin_project_lite::pin_project;
 use std::{
     collections::VecDeque,
     fmt,
-    future::poll_fn,
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
@@ -166,35 +166,73 @@ where
     ///
     /// The body must be `Unpin` (hyper's, axum's and reqwest's bodies are);
     /// pin others with `Box::pin`. An error from the body while reading is
-    /// returned as is: the body is broken and cannot be sent whole.
-    pub async fn buffer(mut body: B, limit: usize) -> Result<Self, B::Error> {
-        let limit = limit as u64;
-        if body.size_hint().lower() > limit {
-            return Ok(Self::stream(VecDeque::new(), body));
+    /// returned as is: the body is broken and cannot be sent whole. A body
+    /// that is already at its end is not polled and costs no allocation.
+    pub fn buffer(body: B, limit: usize) -> Buffer<B> {
+        Buffer {
+            body: Some(body),
+            read: Buffered::default(),
+            limit: limit as u64,
         }
-        let mut read = Buffered::default();
+    }
+}
+
+/// The future of [`ReplayBody::buffer`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Buffer<B> {
+    body: Option<B>,
+    read: Buffered,
+    limit: u64,
+}
+
+impl<B: Body + Unpin> Future for Buffer<B> {
+    type Output = Result<ReplayBody<B>, B::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let body = this.body.as_mut().expect("Buffer polled after completion");
+        if body.size_hint().lower() > this.limit {
+            let body = this.body.take().expect("checked above");
+            return Poll::Ready(Ok(ReplayBody::stream(VecDeque::new(), body)));
+        }
+        if this.read.len == 0 && this.read.trailers.is_none() && body.is_end_stream() {
+            this.body = None;
+            return Poll::Ready(Ok(ReplayBody::empty()));
+        }
         loop {
-            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            let Some(frame) = frame.transpose()? else {
-                return Ok(Self::replay(Arc::new(read)));
+            let body = this.body.as_mut().expect("checked above");
+            let frame = match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    this.body = None;
+                    let read = std::mem::take(&mut this.read);
+                    return Poll::Ready(Ok(ReplayBody::replay(Arc::new(read))));
+                }
+                Some(Err(err)) => {
+                    this.body = None;
+                    return Poll::Ready(Err(err));
+                }
+                Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
-                    read.len += data.len() as u64;
+                    this.read.len += data.len() as u64;
                     if !data.is_empty() {
-                        read.chunks.push(data);
+                        this.read.chunks.push(data);
                     }
-                    if read.len > limit {
+                    if this.read.len > this.limit {
+                        let read = std::mem::take(&mut this.read);
                         let prefix = read.chunks.into_iter().map(Frame::data).collect();
-                        return Ok(Self::stream(prefix, body));
+                        let body = this.body.take().expect("checked above");
+                        return Poll::Ready(Ok(ReplayBody::stream(prefix, body)));
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        match &mut read.trailers {
+                        match &mut this.read.trailers {
                             Some(all) => all.extend(trailers),
-                            None => read.trailers = Some(trailers),
+                            None => this.read.trailers = Some(trailers),
                         }
                     }
                 }
@@ -207,6 +245,13 @@ impl<B> ReplayBody<B> {
     /// A replayable body holding `body`, for example a cached response.
     pub fn from_buffered(body: impl Into<Arc<Buffered>>) -> Self {
         Self::replay(body.into())
+    }
+
+    /// An empty replayable body. It shares one allocation made once per
+    /// process, so it costs a reference count.
+    pub fn empty() -> Self {
+        static EMPTY: std::sync::OnceLock<Arc<Buffered>> = std::sync::OnceLock::new();
+        Self::replay(EMPTY.get_or_init(Default::default).clone())
     }
 
     /// A body that streams `body` as is, without buffering it. It is not

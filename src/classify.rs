@@ -51,8 +51,13 @@
 //! ```
 
 use crate::BoxError;
-use http::{Method, Request, Response, StatusCode};
-use std::{error::Error as StdError, fmt, io, ops::RangeInclusive};
+use http::{header, Method, Request, Response, StatusCode};
+use std::{
+    error::Error as StdError,
+    fmt, io,
+    ops::RangeInclusive,
+    time::{Duration, SystemTime},
+};
 
 /// What a call's outcome means for the health of the thing that was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -536,6 +541,31 @@ impl<C: Classify<Res, E>, Res, E: AsStdError> Classify<Res, E> for ForRequest<C>
             class => class,
         }
     }
+}
+
+/// The delay a 429 or 503 response asks for in `Retry-After`
+/// (delta-seconds or an HTTP-date), if any.
+pub fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
+    if !matches!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    let value = res
+        .headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]

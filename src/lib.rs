@@ -123,6 +123,9 @@ pub mod proxy;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
 pub mod stack;
 
 use tower::{layer::util::Stack, ServiceBuilder};

@@ -68,7 +68,7 @@ use crate::{
     classify::{Classify, ServerErrorsAsFailures},
     BoxError,
 };
-use http::{header, Request, Response, StatusCode};
+use http::{header, Request, Response};
 use pin_project_lite::pin_project;
 use std::{
     collections::HashMap,
@@ -77,7 +77,6 @@ use std::{
     pin::Pin,
     sync::{Arc, RwLock},
     task::{ready, Context, Poll},
-    time::{Duration, SystemTime},
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -492,27 +491,4 @@ where
     }
 }
 
-/// The delay a 429 or 503 response asks for in `Retry-After`
-/// (delta-seconds or an HTTP-date), if any.
-pub fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
-    if !matches!(
-        res.status(),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        return None;
-    }
-    let value = res
-        .headers()
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
+pub use crate::classify::retry_after;

@@ -1,0 +1,655 @@
+//! Retries with exponential backoff and jitter, a retry budget,
+//! `Retry-After`, idempotency rules and replay of request bodies.
+//!
+//! [`RetryLayer`] is built on [`tower::retry`]: [`RetryPolicy`] implements
+//! its [`Policy`](tower::retry::Policy) and does the deciding, and tower's
+//! `Retry` runs the attempts. The layer adds the one thing a `Policy`
+//! cannot do, because `clone_request` is synchronous: reading a request
+//! body ahead, up to a limit, so that it can be sent again. (`RetryPolicy`
+//! can also be used with `tower::retry::Retry` directly, over requests
+//! whose bodies are already [`ReplayBody`]s.)
+//!
+//! # What is retried
+//!
+//! - Only what the shared [classifier](crate::classify) calls
+//!   [`Retryable`](crate::classify::Class::Retryable): by default 408, 429,
+//!   502, 503, 504, timeouts and connection errors. Nothing is decided
+//!   again here.
+//! - Only requests that are safe to repeat: GET, HEAD, OPTIONS, TRACE, PUT
+//!   and DELETE; POST, PATCH and other methods only when the request carries
+//!   an `Idempotency-Key` header, has the [`Repeatable`] extension (set it
+//!   per route), or [`Config::retry_non_idempotent`] is on. A request of any
+//!   method *without a body* is also retried after a connect error, which
+//!   proves it never reached the server; a non-idempotent request with a
+//!   body is not read ahead for that, so it is never retried.
+//! - Bodies up to [`Config::max_replay_body`] (64 KiB by default) are read
+//!   once and replayed byte for byte; a larger body, or one of unknown
+//!   length that outgrows the limit, goes out streaming on the first
+//!   attempt and is not retried. A request that cannot be retried is never
+//!   buffered and its head is never copied.
+//! - At most [`Config::max_attempts`] attempts (3 by default, the first
+//!   included), none starting after the [deadline](Config::deadline).
+//! - A retry budget, shared by every clone of a layer's services: retries
+//!   may add at most [`Config::budget_percent`] of the requests of the last
+//!   10 s (20% by default), plus [`Config::budget_min_per_sec`]; when it is
+//!   spent, failures come back at once. This is what stops a retry storm
+//!   (tower's [`TpsBudget`](tower::retry::budget::TpsBudget)).
+//!
+//! The delay before retry *n* is the backoff ([`Config::backoff`]) unless a
+//! 429 or 503 answer says `Retry-After` (seconds or an HTTP date), which is
+//! obeyed up to [`Config::max_retry_after`]. An open circuit breaker's
+//! rejection ([`crate::breaker::Open`]) is retried only when a deadline is
+//! set and the breaker's remaining open time fits in it.
+//!
+//! Every response carries the number of attempts it took as an
+//! [`Attempts`] extension; every retry emits a `tracing` event (`attempt`,
+//! `delay_ms`, `reason`); [`RetryLayer::metrics`] counts retries and the
+//! times the budget said no.
+//!
+//! # Where it goes in a stack
+//!
+//! Outside the circuit breaker, which is outside the per-attempt timeout:
+//! `retry → breaker → timeout → client`. Each attempt then has its own
+//! timeout, every attempt counts in the breaker, and an open breaker fails
+//! a retry fast instead of being hammered. [`ClientStack`](crate::stack::ClientStack)
+//! uses this order.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_shield::retry::{Attempts, Config, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # tokio::time::pause();
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counter = calls.clone();
+//! // Fails twice, then answers.
+//! let flaky = service_fn(move |_req: Request<_>| {
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move {
+//!         let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!         Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(()).unwrap())
+//!     }
+//! });
+//! let layer = RetryLayer::new(Config::default().base_delay(Duration::from_millis(10))).unwrap();
+//! let client = ServiceBuilder::new().layer(layer.clone()).service(flaky);
+//!
+//! let res = client.oneshot(Request::new(Full::new(Bytes::from("hi")))).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(res.extensions().get::<Attempts>().unwrap().get(), 3);
+//! assert_eq!(layer.metrics().retries, 2);
+//! # }
+//! ```
+
+mod config;
+
+pub use self::config::{Config, InvalidConfig, Jitter};
+
+use crate::{
+    body::{Buffer, ReplayBody},
+    classify::{
+        is_connect_error, is_idempotent, retry_after, AsStdError, Class, Classify,
+        ServerErrorsAsFailures, IDEMPOTENCY_KEY,
+    },
+    BoxError,
+};
+use http::{request::Parts, Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// How many attempts a response took, the first included: an extension of
+/// every response that comes out of [`Retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Attempts(u32);
+
+impl Attempts {
+    /// The number of attempts.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A request extension that marks a request as safe to repeat whatever its
+/// method, for example on a route whose POST handler is idempotent.
+///
+/// ```
+/// use tower_shield::retry::Repeatable;
+///
+/// let mut req = http::Request::post("http://127.0.0.1/jobs/42").body(()).unwrap();
+/// req.extensions_mut().insert(Repeatable);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repeatable;
+
+/// Counts kept by a [`RetryLayer`] and every service it built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Retries sent.
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub budget_exhausted: u64,
+}
+
+struct Shared {
+    config: Config,
+    budget: TpsBudget,
+    retries: AtomicU64,
+    exhausted: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `parts` may be sent more than once.
+fn repeatable(config: &Config, parts: &Parts) -> bool {
+    is_idempotent(&parts.method)
+        || config.retry_non_idempotent
+        || parts.headers.contains_key(IDEMPOTENCY_KEY)
+        || parts.extensions.get::<Repeatable>().is_some()
+}
+
+/// Applies [`Retry`]. Every service it builds, and their clones, share one
+/// retry budget and one set of counters.
+#[derive(Clone)]
+pub struct RetryLayer<C = ServerErrorsAsFailures> {
+    shared: Arc<Shared>,
+    classifier: C,
+}
+
+impl<C> fmt::Debug for RetryLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryLayer {
+    /// A layer with the default classifier
+    /// ([`ServerErrorsAsFailures`]), or the first invalid setting.
+    pub fn new(config: Config) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        let budget = TpsBudget::new(
+            Duration::from_secs(10),
+            config.budget_min_per_sec,
+            (config.budget_percent / 100.0) as f32,
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                budget,
+                retries: AtomicU64::new(0),
+                exhausted: AtomicU64::new(0),
+            }),
+            classifier: ServerErrorsAsFailures::new(),
+        })
+    }
+}
+
+impl<C> RetryLayer<C> {
+    /// Decides what is retryable with `classifier` instead.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
+        RetryLayer {
+            shared: self.shared,
+            classifier,
+        }
+    }
+
+    /// The counts so far.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            retries: self.shared.retries.load(Ordering::Relaxed),
+            budget_exhausted: self.shared.exhausted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The [`tower::retry::Policy`] this layer uses, for use with
+    /// `tower::retry::Retry` directly.
+    pub fn policy(&self) -> RetryPolicy<C>
+    where
+        C: Clone,
+    {
+        RetryPolicy {
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+            attempts: 0,
+            started: None,
+            previous: self.shared.config.base_delay,
+            repeatable: false,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner: tower::retry::Retry::new(self.policy(), inner),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The [`tower::retry::Policy`] of [`RetryLayer`], over requests whose
+/// bodies are [`ReplayBody`]s. One per request: tower clones it for each.
+#[derive(Clone)]
+pub struct RetryPolicy<C = ServerErrorsAsFailures> {
+    shared: Arc<Shared>,
+    classifier: C,
+    attempts: u32,
+    started: Option<Instant>,
+    previous: Duration,
+    repeatable: bool,
+}
+
+impl<C> fmt::Debug for RetryPolicy<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("attempts", &self.attempts)
+            .field("repeatable", &self.repeatable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> RetryPolicy<C> {
+    /// Whether to retry after attempt `n`, and after what delay; or why not.
+    fn decide<Res, E>(
+        &mut self,
+        n: u32,
+        result: &Result<Response<Res>, E>,
+    ) -> Result<(Duration, &'static str), &'static str>
+    where
+        C: Classify<Response<Res>, E>,
+        E: AsStdError,
+    {
+        let config = &self.shared.config;
+        if n >= config.max_attempts {
+            return Err("attempts exhausted");
+        }
+        let error = match result {
+            Err(err) => err.as_std_error(),
+            Ok(_) => None,
+        };
+        #[cfg(feature = "breaker")]
+        let open = error
+            .and_then(|e| e.downcast_ref::<crate::breaker::Open>())
+            .map(crate::breaker::Open::retry_after);
+        #[cfg(not(feature = "breaker"))]
+        let open: Option<Duration> = None;
+        let (delay, reason) = if let Some(wait) = open {
+            // Only worth waiting for when a deadline says how long we may.
+            if config.deadline.is_none() || !self.repeatable {
+                return Err("circuit open");
+            }
+            (wait, "circuit open")
+        } else {
+            if self.classifier.classify(result) != Class::Retryable {
+                return Err("not retryable");
+            }
+            if !self.repeatable && !error.is_some_and(is_connect_error) {
+                return Err("not safe to repeat");
+            }
+            let asked = match result {
+                Ok(res) if config.respect_retry_after => retry_after(res),
+                _ => None,
+            };
+            match asked {
+                Some(asked) => (asked.min(config.max_retry_after), "retry-after"),
+                None => (
+                    config.backoff(n, self.previous, fastrand::f64()),
+                    if error.is_some() { "error" } else { "status" },
+                ),
+            }
+        };
+        if let (Some(deadline), Some(started)) = (config.deadline, self.started) {
+            if started.elapsed() + delay > deadline {
+                return Err("deadline");
+            }
+        }
+        if !self.shared.budget.withdraw() {
+            self.shared.exhausted.fetch_add(1, Ordering::Relaxed);
+            return Err("budget exhausted");
+        }
+        Ok((delay, reason))
+    }
+}
+
+impl<C, B, Res, E> tower::retry::Policy<Request<ReplayBody<B>>, Response<Res>, E> for RetryPolicy<C>
+where
+    C: Classify<Response<Res>, E>,
+    E: AsStdError,
+{
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<ReplayBody<B>>,
+        result: &mut Result<Response<Res>, E>,
+    ) -> Option<Sleep> {
+        self.attempts += 1;
+        let n = self.attempts;
+        match self.decide(n, result) {
+            Ok((delay, reason)) => {
+                self.previous = delay;
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    attempt = n + 1,
+                    delay_ms = delay.as_millis() as u64,
+                    reason,
+                    "retrying request"
+                );
+                Some(tokio::time::sleep(delay))
+            }
+            Err(why) => {
+                if n > 1 {
+                    tracing::debug!(attempts = n, why, "not retrying");
+                }
+                if let Ok(res) = result {
+                    res.extensions_mut().insert(Attempts(n));
+                }
+                None
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        let config = &self.shared.config;
+        if config.max_attempts <= 1 {
+            return None;
+        }
+        if self.attempts == 0 && self.started.is_none() {
+            let body_empty = req.body().buffered().is_some_and(|b| b.is_empty());
+            self.repeatable = is_idempotent(req.method())
+                || config.retry_non_idempotent
+                || req.headers().contains_key(IDEMPOTENCY_KEY)
+                || req.extensions().get::<Repeatable>().is_some();
+            if !self.repeatable && !body_empty {
+                return None;
+            }
+            if config.deadline.is_some() {
+                self.started = Some(Instant::now());
+            }
+        }
+        let body = req.body().try_clone()?;
+        let mut copy = Request::new(body);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
+    }
+}
+
+/// Retries failed requests; see the [module docs](self).
+#[derive(Clone)]
+pub struct Retry<S, C = ServerErrorsAsFailures> {
+    inner: tower::retry::Retry<RetryPolicy<C>, S>,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", self.inner.get_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, C, B, Res> Service<Request<B>> for Retry<S, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<Res>> + Clone,
+    S::Error: Into<BoxError> + AsStdError,
+    C: Classify<Response<Res>, S::Error> + Clone,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Res>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, C, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.shared.budget.deposit();
+        let (parts, body) = req.into_parts();
+        let config = &self.shared.config;
+        if body.is_end_stream()
+            || config.max_attempts <= 1
+            || !repeatable(config, &parts)
+            || body.size_hint().lower() > config.max_replay_body as u64
+        {
+            // Nothing to read ahead: an empty body, or one that will not be
+            // replayed (it streams through untouched).
+            let body = if body.is_end_stream() {
+                ReplayBody::empty()
+            } else {
+                ReplayBody::passthrough(body)
+            };
+            return ResponseFuture {
+                state: State::Running {
+                    future: self.inner.call(Request::from_parts(parts, body)),
+                },
+            };
+        }
+        // Read the body ahead; the service made ready for this call goes
+        // with it, a clone stays.
+        let limit = config.max_replay_body;
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Buffering {
+                buffer: ReplayBody::buffer(body, limit),
+                parts: Some(parts),
+                service: Some(ready),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Retry`].
+    pub struct ResponseFuture<S, C, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+        RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
+    {
+        #[pin]
+        state: State<S, C, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, C, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+        RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
+    {
+        Buffering {
+            buffer: Buffer<B>,
+            parts: Option<Parts>,
+            service: Option<tower::retry::Retry<RetryPolicy<C>, S>>,
+        },
+        Running {
+            #[pin]
+            future: tower::retry::future::ResponseFuture<RetryPolicy<C>, S, Request<ReplayBody<B>>>,
+        },
+    }
+}
+
+impl<S, C, B> fmt::Debug for ResponseFuture<S, C, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, C, B, Res> Future for ResponseFuture<S, C, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<Res>> + Clone,
+    S::Error: Into<BoxError> + AsStdError,
+    C: Classify<Response<Res>, S::Error> + Clone,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Res>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Buffering {
+                    buffer,
+                    parts,
+                    service,
+                } => {
+                    let body = ready!(Pin::new(buffer).poll(cx)).map_err(Into::into)?;
+                    let parts = parts.take().expect("polled after completion");
+                    let mut service = service.take().expect("polled after completion");
+                    let future = service.call(Request::from_parts(parts, body));
+                    this.state.set(State::Running { future });
+                }
+                StateProj::Running { future } => {
+                    let mut res = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if res.extensions().get::<Attempts>().is_none() {
+                        res.extensions_mut().insert(Attempts(1));
+                    }
+                    return Poll::Ready(Ok(res));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn jitter() -> impl Strategy<Value = Jitter> {
+        prop_oneof![
+            Just(Jitter::None),
+            Just(Jitter::Full),
+            Just(Jitter::Equal),
+            Just(Jitter::Decorrelated),
+        ]
+    }
+
+    proptest! {
+        /// Every delay stays inside its jitter's bounds and under the cap.
+        #[test]
+        fn backoff_stays_in_bounds(
+            retry in 1u32..200,
+            base_ms in 0u64..5_000,
+            extra_ms in 0u64..60_000,
+            multiplier in 1.0f64..10.0,
+            jitter in jitter(),
+            previous_ms in 0u64..120_000,
+            unit in 0.0f64..1.0,
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let max = base + Duration::from_millis(extra_ms);
+            let config = Config::default()
+                .base_delay(base)
+                .max_delay(max)
+                .multiplier(multiplier)
+                .jitter(jitter);
+            prop_assert!(config.validate().is_ok());
+            let previous = Duration::from_millis(previous_ms);
+            let d = config.backoff(retry, previous, unit).as_secs_f64();
+            let exp = (base.as_secs_f64() * multiplier.powi(retry as i32 - 1)).min(max.as_secs_f64());
+            let eps = 1e-6;
+            prop_assert!(d <= max.as_secs_f64() + eps);
+            match jitter {
+                Jitter::None => prop_assert!((d - exp).abs() <= eps * exp.max(1.0)),
+                Jitter::Full => prop_assert!(d <= exp + eps),
+                Jitter::Equal => prop_assert!(d + eps >= exp / 2.0 && d <= exp + eps),
+                Jitter::Decorrelated => {
+                    let high = (previous.as_secs_f64() * 3.0).max(base.as_secs_f64());
+                    prop_assert!(d + eps >= base.as_secs_f64().min(max.as_secs_f64()));
+                    prop_assert!(d <= high + eps);
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        for (config, field) in [
+            (Config::default().max_attempts(0), "max_attempts"),
+            (Config::default().multiplier(f64::NAN), "multiplier"),
+            (Config::default().multiplier(0.9), "multiplier"),
+            (
+                Config::default()
+                    .base_delay(Duration::from_secs(2))
+                    .max_delay(Duration::from_secs(1)),
+                "max_delay",
+            ),
+            (Config::default().budget_percent(-1.0), "budget_percent"),
+            (
+                Config::default().budget_percent(f64::INFINITY),
+                "budget_percent",
+            ),
+            (Config::default().deadline(Duration::ZERO), "deadline"),
+        ] {
+            assert_eq!(config.validate().unwrap_err().field(), field);
+        }
+    }
+}
