@@ -1,0 +1,437 @@
+//! The retry layer through its public API: a real hyper client to a real
+//! axum server on 127.0.0.1, on tokio's paused clock (backoff sleeps take
+//! no real time).
+
+mod support;
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode},
+    response::IntoResponse,
+    routing::any,
+    Router,
+};
+use futures_util::stream;
+use http::Request;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_shield::{
+    body::ReplayBody,
+    retry::{Attempts, Config, Jitter, RetryLayer},
+    BoxError,
+};
+
+/// What the upstream saw, and how it answers: `fail_first` requests get
+/// `status` (with `retry_after` if set), the rest 200.
+#[derive(Default)]
+struct Script {
+    fail_first: usize,
+    status: u16,
+    retry_after: Option<String>,
+    seen: Vec<(Method, String, Instant)>,
+}
+
+#[derive(Clone, Default)]
+struct Upstream(Arc<Mutex<Script>>);
+
+impl Upstream {
+    fn failing(fail_first: usize, status: u16) -> Self {
+        Self(Arc::new(Mutex::new(Script {
+            fail_first,
+            status,
+            ..Script::default()
+        })))
+    }
+
+    fn retry_after(self, value: &str) -> Self {
+        self.0.lock().unwrap().retry_after = Some(value.to_owned());
+        self
+    }
+
+    fn seen(&self) -> Vec<(Method, String, Instant)> {
+        self.0.lock().unwrap().seen.clone()
+    }
+
+    async fn serve(&self) -> SocketAddr {
+        let app = Router::new()
+            .route("/", any(handle))
+            .with_state(self.clone());
+        support::serve(app).await
+    }
+}
+
+async fn handle(State(up): State<Upstream>, method: Method, body: Bytes) -> impl IntoResponse {
+    let mut script = up.0.lock().unwrap();
+    let digest = support::sha256_hex(&body);
+    script.seen.push((method, digest, Instant::now()));
+    let mut headers = HeaderMap::new();
+    if script.seen.len() <= script.fail_first {
+        if let Some(after) = &script.retry_after {
+            headers.insert("retry-after", after.parse().unwrap());
+        }
+        (StatusCode::from_u16(script.status).unwrap(), headers)
+    } else {
+        (StatusCode::OK, headers)
+    }
+}
+
+type Client<B> = tower::util::MapErr<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        ReplayBody<B>,
+    >,
+    fn(hyper_util::client::legacy::Error) -> BoxError,
+>;
+
+fn client<B>(layer: &RetryLayer) -> tower_shield::retry::Retry<Client<B>>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let to_box: fn(hyper_util::client::legacy::Error) -> BoxError = BoxError::from;
+    ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(support::hyper_client::<ReplayBody<B>>().map_err(to_box))
+}
+
+fn fast() -> Config {
+    Config::default()
+        .base_delay(Duration::from_millis(100))
+        .jitter(Jitter::None)
+}
+
+fn attempts<B>(res: &http::Response<B>) -> u32 {
+    res.extensions().get::<Attempts>().unwrap().get()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fails_twice_then_succeeds_gives_one_success() {
+    let up = Upstream::failing(2, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(attempts(&res), 3);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    // Backoff without jitter: 100 ms, then 200 ms.
+    assert!(seen[1].2 - seen[0].2 >= Duration::from_millis(100));
+    assert!(seen[2].2 - seen[1].2 >= Duration::from_millis(200));
+    assert_eq!(layer.metrics().retries, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_than_max_attempts() {
+    let up = Upstream::failing(usize::MAX, 502);
+    let addr = up.serve().await;
+    for max in [1, 2, 4] {
+        let before = up.seen().len();
+        let layer = RetryLayer::new(fast().max_attempts(max)).unwrap();
+        let res = client::<Empty<Bytes>>(&layer)
+            .oneshot(
+                Request::get(format!("http://{addr}/"))
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(attempts(&res), max);
+        assert_eq!(up.seen().len() - before, max as usize);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_is_not_retried_but_post_with_idempotency_key_is() {
+    let up = Upstream::failing(usize::MAX, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let res = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::post(format!("http://{addr}/"))
+                .body(Full::new(Bytes::from("order 1")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempts(&res), 1);
+    assert_eq!(up.seen().len(), 1);
+
+    let res = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::post(format!("http://{addr}/"))
+                .header("idempotency-key", "order-1")
+                .body(Full::new(Bytes::from("order 1")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), 3);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4);
+    let digest = support::sha256_hex(b"order 1");
+    assert!(seen
+        .iter()
+        .all(|(m, d, _)| m == Method::POST && *d == digest));
+}
+
+/// A body of `chunks` chunks of `size` bytes, of unknown length.
+fn chunked(
+    chunks: usize,
+    size: usize,
+) -> (
+    impl http_body::Body<Data = Bytes, Error = Infallible> + Unpin,
+    String,
+) {
+    let data: Vec<u8> = (0..chunks * size).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = support::sha256_hex(&data);
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = data
+        .chunks(size)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    (StreamBody::new(stream::iter(frames)), digest)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sends_the_same_body() {
+    let up = Upstream::failing(2, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+
+    // Chunked, of unknown length: 40 KiB in 1 KiB chunks.
+    let (body, digest) = chunked(40, 1024);
+    let mut svc = client(&layer);
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::put(format!("http://{addr}/")).body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|(_, d, _)| *d == digest), "{seen:?}");
+
+    // Fixed length: 64 KiB exactly, the default limit.
+    let up = Upstream::failing(2, 503);
+    let addr = up.serve().await;
+    let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 13) as u8).collect();
+    let res = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::put(format!("http://{addr}/"))
+                .body(Full::new(Bytes::from(data.clone())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), 3);
+    let digest = support::sha256_hex(&data);
+    assert!(up.seen().iter().all(|(_, d, _)| *d == digest));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_over_limit_body_streams_once_and_is_not_retried() {
+    let up = Upstream::failing(usize::MAX, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast().max_replay_body(4 * 1024)).unwrap();
+    // Unknown length, outgrows the limit while being read.
+    let (body, digest) = chunked(16, 1024);
+    let res = client(&layer)
+        .oneshot(Request::put(format!("http://{addr}/")).body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), 1);
+    // Declared length over the limit: not read ahead at all.
+    let data = vec![7u8; 5000];
+    let res = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::put(format!("http://{addr}/"))
+                .body(Full::new(Bytes::from(data.clone())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), 1);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].1, digest, "the streamed body arrives whole");
+    assert_eq!(seen[1].1, support::sha256_hex(&data));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_in_seconds_and_as_a_date() {
+    let up = Upstream::failing(1, 503).retry_after("3");
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let get = || {
+        client::<Empty<Bytes>>(&layer).oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+    };
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    let seen = up.seen();
+    assert!(seen[1].2 - seen[0].2 >= Duration::from_secs(3));
+
+    // An HTTP date 6 s from now (the wall clock, which pausing does not stop).
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(6));
+    let up = Upstream::failing(1, 429).retry_after(&date);
+    let addr = up.serve().await;
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = up.seen();
+    let waited = seen[1].2 - seen[0].2;
+    assert!(
+        waited >= Duration::from_secs(4) && waited <= Duration::from_secs(6),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_deadline_returns_the_response() {
+    let up = Upstream::failing(usize::MAX, 503).retry_after("20");
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast().deadline(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempts(&res), 1);
+    assert!(start.elapsed() < Duration::from_secs(1));
+
+    // A backoff that would end after the deadline ends the retries too.
+    let up = Upstream::failing(usize::MAX, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(
+        fast()
+            .max_attempts(10)
+            .base_delay(Duration::from_secs(1))
+            .deadline(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // 1 s + 2 s fit in 5 s; 4 s more would not.
+    assert_eq!(attempts(&res), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_stops_a_retry_storm() {
+    let up = Upstream::failing(usize::MAX, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast().budget_percent(20.0).budget_min_per_sec(1)).unwrap();
+    let svc = client::<Empty<Bytes>>(&layer);
+    let burst = (0..50).map(|_| {
+        svc.clone().oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+    });
+    let results = futures_util::future::join_all(burst).await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap().status() == 503));
+    let m = layer.metrics();
+    // Without a budget: 50 requests and 100 retries. The budget allows
+    // 20% of 50 plus a reserve of 1 per second over its 10 s window.
+    assert!(m.retries <= 20, "{m:?}");
+    assert!(m.budget_exhausted > 0, "{m:?}");
+    assert_eq!(up.seen().len() as u64, 50 + m.retries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_errors_are_retried_for_any_method_without_a_body() {
+    let closed = support::closed_port();
+    let layer = RetryLayer::new(fast()).unwrap();
+    let err = client::<Empty<Bytes>>(&layer)
+        .oneshot(
+            Request::post(format!("http://{closed}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(tower_shield::classify::is_connect_error(&*err));
+    assert_eq!(layer.metrics().retries, 2);
+
+    // With a body it was not read ahead, so it cannot be sent again.
+    let layer = RetryLayer::new(fast()).unwrap();
+    let _ = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::post(format!("http://{closed}/"))
+                .body(Full::new(Bytes::from("x")))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(layer.metrics().retries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_request_body_is_a_clear_error_and_the_next_request_is_served() {
+    let up = Upstream::failing(0, 200);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+        Ok(Frame::data(Bytes::from("part"))),
+        Err(std::io::Error::other("client went away")),
+    ];
+    let err = client(&layer)
+        .oneshot(
+            Request::put(format!("http://{addr}/"))
+                .body(StreamBody::new(stream::iter(frames)))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("client went away"), "{err}");
+    assert!(up.seen().is_empty(), "a broken body is never sent");
+    let res = client::<Full<Bytes>>(&layer)
+        .oneshot(
+            Request::put(format!("http://{addr}/"))
+                .body(Full::new(Bytes::from("ok")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
+}
