@@ -39,9 +39,11 @@ use std::{
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
+    body::ReplayBody,
     breaker::Breakers,
     config::{Config, ConfigError},
     proxy::{ClientAddr, ProxyBody, ReverseProxyLayer},
+    retry::RetryLayer,
     stack::ClientStack,
     BoxError, ServiceBuilderExt,
 };
@@ -235,6 +237,10 @@ where
 /// and, above all, its one spawned task per HTTP/1 request that hands the
 /// connection back: here the response body hands it back when it ends.
 /// benches/wrk_vs_nginx.sh measured the difference (BENCHMARKS.md).
+/// What the upstream client sends: the request body as the retry layer
+/// hands it down (replayable when it was read ahead, streaming otherwise).
+type UpBody = ReplayBody<Incoming>;
+
 #[derive(Clone)]
 struct UpstreamClient {
     inner: Arc<ClientInner>,
@@ -246,7 +252,7 @@ struct ClientInner {
     /// The `Host` header for the upstream, built once.
     host: HeaderValue,
     connect_timeout: Duration,
-    idle: Mutex<VecDeque<SendRequest<Incoming>>>,
+    idle: Mutex<VecDeque<SendRequest<UpBody>>>,
 }
 
 /// Idle connections kept per worker; more are closed when they come back.
@@ -272,7 +278,7 @@ impl UpstreamClient {
     /// The most recently used idle connection that is still open, if any:
     /// reusing the warmest connection (as nginx's keepalive cache does)
     /// lets the others time out at the upstream when traffic drops.
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<SendRequest<UpBody>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop_back() {
             if !conn.is_closed() {
@@ -282,7 +288,7 @@ impl UpstreamClient {
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, BoxError> {
+    async fn connect(&self) -> Result<SendRequest<UpBody>, BoxError> {
         let connect = tokio::net::TcpStream::connect(self.inner.addr.as_str());
         let stream = tokio::time::timeout(self.inner.connect_timeout, connect)
             .await
@@ -302,7 +308,7 @@ impl UpstreamClient {
         Ok(sender)
     }
 
-    async fn send(self, mut req: Request<Incoming>) -> Result<Response<PooledBody>, BoxError> {
+    async fn send(self, mut req: Request<UpBody>) -> Result<Response<PooledBody>, BoxError> {
         // The upstream gets origin-form; `ReverseProxy` made the URI absolute.
         let mut origin = http::uri::Parts::default();
         origin.path_and_query = Some(
@@ -346,7 +352,7 @@ impl UpstreamClient {
     }
 }
 
-impl Service<Request<Incoming>> for UpstreamClient {
+impl Service<Request<UpBody>> for UpstreamClient {
     type Response = Response<PooledBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>>;
@@ -355,7 +361,7 @@ impl Service<Request<Incoming>> for UpstreamClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<UpBody>) -> Self::Future {
         Box::pin(self.clone().send(req))
     }
 }
@@ -364,7 +370,7 @@ impl Service<Request<Incoming>> for UpstreamClient {
 /// once the whole body has been read.
 struct PooledBody {
     body: Incoming,
-    conn: Option<SendRequest<Incoming>>,
+    conn: Option<SendRequest<UpBody>>,
     pool: UpstreamClient,
 }
 
@@ -416,6 +422,7 @@ impl http_body::Body for PooledBody {
 fn app(
     config: &Config,
     stack: &ClientStack,
+    retry: &RetryLayer,
     upstream: &str,
 ) -> Result<
     impl Service<
@@ -434,6 +441,7 @@ fn app(
     let proxy = ServiceBuilder::new()
         .error_responses()
         .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
+        .retries(retry.clone())
         .client_stack(stack.clone())
         .service(client);
     Ok(Health {
@@ -557,9 +565,15 @@ fn run(config: Config) -> Result<(), BoxError> {
     // One stack for all workers: its breakers are shared, so every worker
     // sees the same upstream health.
     let stack = ClientStack::from_config(&config)?;
+    // Likewise one retry budget for all workers. Without `[retry]`, one
+    // attempt: the layer then passes requests through untouched.
+    let retry = match &config.retry {
+        Some(section) => section.layer()?,
+        None => RetryLayer::new(tower_shield::retry::Config::default().max_attempts(1))?,
+    };
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
-        let app = app(&config, &stack, &upstream)?;
+        let app = app(&config, &stack, &retry, &upstream)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let active = Arc::new(AtomicUsize::new(0));
         workers.push(Worker {

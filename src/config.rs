@@ -42,6 +42,123 @@ pub struct Config {
     #[cfg(feature = "breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
     pub breaker: Option<BreakerConfig>,
+    /// `[retry]`: retries; absent means none.
+    #[cfg(feature = "retry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+    pub retry: Option<RetryConfig>,
+}
+
+/// `[retry]`: see [`crate::retry::Config`] for what each key means; absent
+/// keys keep its defaults.
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// `max_attempts`: attempts in all, the first included (default 3).
+    pub max_attempts: Option<u32>,
+    /// `base_delay`: the delay before the first retry (default `"100ms"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub base_delay: Option<Duration>,
+    /// `max_delay`: the longest delay (default `"10s"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_delay: Option<Duration>,
+    /// `multiplier`: growth of each delay (default 2.0).
+    pub multiplier: Option<f64>,
+    /// `jitter = "none" | "full" | "equal" | "decorrelated"` (default `"full"`).
+    pub jitter: Option<JitterValue>,
+    /// `deadline`: no retry starts after this, from the first attempt.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub deadline: Option<Duration>,
+    /// `budget_percent`: retries may add this percentage of recent requests (default 20).
+    pub budget_percent: Option<f64>,
+    /// `budget_min_per_sec`: retries per second always allowed (default 10).
+    pub budget_min_per_sec: Option<u32>,
+    /// `max_replay_body`: the largest body kept for replay, in bytes (default 65536).
+    pub max_replay_body: Option<usize>,
+    /// `retry_non_idempotent`: retry POST and PATCH too (default false).
+    pub retry_non_idempotent: Option<bool>,
+    /// `respect_retry_after`: obey `Retry-After` on 429 and 503 (default true).
+    pub respect_retry_after: Option<bool>,
+    /// `max_retry_after`: the longest `Retry-After` obeyed (default `"30s"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_retry_after: Option<Duration>,
+}
+
+/// `[retry] jitter`.
+#[cfg(feature = "retry")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum JitterValue {
+    /// `"none"`.
+    None,
+    /// `"full"`.
+    Full,
+    /// `"equal"`.
+    Equal,
+    /// `"decorrelated"`.
+    Decorrelated,
+}
+
+#[cfg(feature = "retry")]
+impl RetryConfig {
+    /// The retry settings this section describes, checked.
+    pub fn to_retry(&self) -> Result<crate::retry::Config, ConfigError> {
+        use crate::retry::{Config as R, Jitter};
+        let mut c = R::default();
+        if let Some(v) = self.max_attempts {
+            c = c.max_attempts(v);
+        }
+        if let Some(v) = self.base_delay {
+            c = c.base_delay(v);
+        }
+        if let Some(v) = self.max_delay {
+            c = c.max_delay(v);
+        }
+        if let Some(v) = self.multiplier {
+            c = c.multiplier(v);
+        }
+        if let Some(v) = self.jitter {
+            c = c.jitter(match v {
+                JitterValue::None => Jitter::None,
+                JitterValue::Full => Jitter::Full,
+                JitterValue::Equal => Jitter::Equal,
+                JitterValue::Decorrelated => Jitter::Decorrelated,
+            });
+        }
+        if let Some(v) = self.deadline {
+            c = c.deadline(v);
+        }
+        if let Some(v) = self.budget_percent {
+            c = c.budget_percent(v);
+        }
+        if let Some(v) = self.budget_min_per_sec {
+            c = c.budget_min_per_sec(v);
+        }
+        if let Some(v) = self.max_replay_body {
+            c = c.max_replay_body(v);
+        }
+        if let Some(v) = self.retry_non_idempotent {
+            c = c.retry_non_idempotent(v);
+        }
+        if let Some(v) = self.respect_retry_after {
+            c = c.respect_retry_after(v);
+        }
+        if let Some(v) = self.max_retry_after {
+            c = c.max_retry_after(v);
+        }
+        c.validate()
+            .map_err(|err| ConfigError::field(&format!("retry.{}", err.field()), err))?;
+        Ok(c)
+    }
+
+    /// The layer this section describes.
+    pub fn layer(&self) -> Result<crate::retry::RetryLayer, ConfigError> {
+        crate::retry::RetryLayer::new(self.to_retry()?)
+            .map_err(|err| ConfigError::field(&format!("retry.{}", err.field()), err))
+    }
 }
 
 /// `[sidecar]`.
@@ -278,7 +395,7 @@ impl BreakerConfig {
     }
 }
 
-#[cfg(feature = "breaker")]
+#[cfg(any(feature = "breaker", feature = "retry"))]
 fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     duration(de).map(Some)
 }
@@ -352,6 +469,10 @@ impl Config {
         if let Some(breaker) = &self.breaker {
             breaker.layer()?;
         }
+        #[cfg(feature = "retry")]
+        if let Some(retry) = &self.retry {
+            retry.to_retry()?;
+        }
         if let Some(upstream) = &self.sidecar.upstream {
             let uri: http::Uri = upstream
                 .parse()
@@ -413,6 +534,38 @@ mod tests {
         assert!(Config::from_toml("").unwrap().breaker.is_none());
     }
 
+    #[cfg(feature = "retry")]
+    #[test]
+    fn retry_section() {
+        let config = Config::from_toml(
+            "[retry]\nmax_attempts = 4\nbase_delay = \"50ms\"\nmax_delay = \"2s\"\nmultiplier = 3.0\njitter = \"equal\"\ndeadline = \"5s\"\nbudget_percent = 10\nmax_replay_body = 1024\nretry_non_idempotent = true\nrespect_retry_after = false\nmax_retry_after = \"10s\"\n",
+        )
+        .unwrap();
+        let expected = crate::retry::Config::default()
+            .max_attempts(4)
+            .base_delay(Duration::from_millis(50))
+            .max_delay(Duration::from_secs(2))
+            .multiplier(3.0)
+            .jitter(crate::retry::Jitter::Equal)
+            .deadline(Duration::from_secs(5))
+            .budget_percent(10.0)
+            .max_replay_body(1024)
+            .retry_non_idempotent(true)
+            .respect_retry_after(false)
+            .max_retry_after(Duration::from_secs(10));
+        assert_eq!(config.retry.unwrap().to_retry().unwrap(), expected);
+        assert!(Config::from_toml("").unwrap().retry.is_none());
+        assert_eq!(
+            Config::from_toml("[retry]\n")
+                .unwrap()
+                .retry
+                .unwrap()
+                .to_retry()
+                .unwrap(),
+            crate::retry::Config::default()
+        );
+    }
+
     #[test]
     fn errors_name_the_problem() {
         let cases = [
@@ -423,6 +576,19 @@ mod tests {
             ),
             ("[timeout]\nrequest = 5", "invalid type"),
             ("[timeout]\nrequest = \"0s\"", "`timeout.request`"),
+            #[cfg(feature = "retry")]
+            ("[retry]\nmax_attempts = 0", "`retry.max_attempts`"),
+            #[cfg(feature = "retry")]
+            ("[retry]\nmultiplier = nan", "`retry.multiplier`"),
+            #[cfg(feature = "retry")]
+            ("[retry]\nbudget_percent = 2000", "`retry.budget_percent`"),
+            #[cfg(feature = "retry")]
+            (
+                "[retry]\njitter = \"sometimes\"",
+                "unknown variant `sometimes`",
+            ),
+            #[cfg(feature = "retry")]
+            ("[retry]\nmax_atempts = 2", "unknown field `max_atempts`"),
             (
                 "[sidecar]\nupstream = \"ftp://127.0.0.1/\"",
                 "`sidecar.upstream`",

@@ -170,6 +170,18 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         layer: breaker::CircuitBreakerLayer<K, C>,
     ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>>;
 
+    /// Adds a [`retry::RetryLayer`] (named `retries` because tower's own
+    /// `ServiceBuilder::retry`, which takes a bare policy, would shadow a
+    /// `retry`). Put it outside the client stack (it
+    /// retries whole calls through the breaker and the per-attempt
+    /// timeout); the client below it sees [`body::ReplayBody`] bodies.
+    #[cfg(feature = "retry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+    fn retries<C>(
+        self,
+        layer: retry::RetryLayer<C>,
+    ) -> ServiceBuilder<Stack<retry::RetryLayer<C>, L>>;
+
     /// Adds a [`proxy::ReverseProxyLayer`].
     fn reverse_proxy(
         self,
@@ -208,6 +220,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: breaker::CircuitBreakerLayer<K, C>,
     ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "retry")]
+    fn retries<C>(
+        self,
+        layer: retry::RetryLayer<C>,
+    ) -> ServiceBuilder<Stack<retry::RetryLayer<C>, L>> {
         self.layer(layer)
     }
 }

@@ -110,7 +110,7 @@ fn fast() -> Config {
 }
 
 fn attempts<B>(res: &http::Response<B>) -> u32 {
-    res.extensions().get::<Attempts>().unwrap().get()
+    Attempts::of(res)
 }
 
 #[tokio::test(start_paused = true)]

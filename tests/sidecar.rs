@@ -1,7 +1,7 @@
 //! Black-box tests of `examples/sidecar.rs`: the sidecar runs as its own
 //! process between a real hyper client and a real axum upstream, all on
 //! 127.0.0.1.
-#![cfg(all(feature = "config", feature = "breaker"))]
+#![cfg(all(feature = "config", feature = "breaker", feature = "retry"))]
 
 mod support;
 
@@ -471,4 +471,55 @@ async fn breaker_opens_fails_fast_and_health_reports_degraded() {
         .expect("an open breaker");
     assert_eq!(open["name"], format!("http://{upstream}"));
     assert_eq!(open["rejections"], 5);
+}
+
+/// With `[retry]`, the sidecar retries a flaky upstream: a PUT whose body
+/// it read ahead arrives identical on every attempt, and the client sees one
+/// success; a POST is not retried.
+#[tokio::test]
+async fn retries_a_flaky_upstream_with_the_same_body() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(Method, String)>>> = Arc::default();
+    let log = seen.clone();
+    let upstream = serve(axum::Router::new().route(
+        "/",
+        axum::routing::any(move |method: Method, body: Bytes| {
+            let mut log = log.lock().unwrap();
+            log.push((method, sha256_hex(&body)));
+            let status = if log.len() % 3 == 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            async move { status }
+        }),
+    ))
+    .await;
+    let mut file = tempfile("retry");
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://{upstream}\"\n[retry]\nmax_attempts = 3\nbase_delay = \"5ms\"\njitter = \"none\"\n"
+    )
+    .unwrap();
+    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let client = hyper_client::<ReqBody>();
+    let url = format!("http://{}/", sidecar.addr.unwrap());
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let res = client
+        .request(Request::put(url.as_str()).body(full(data.clone())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        let digest = sha256_hex(&data);
+        assert!(seen.iter().all(|(m, d)| *m == Method::PUT && *d == digest));
+    }
+    let res = client
+        .request(Request::post(url.as_str()).body(full("once")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.lock().unwrap().len(), 4);
 }

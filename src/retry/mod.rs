@@ -41,8 +41,8 @@
 //! rejection ([`crate::breaker::Open`]) is retried only when a deadline is
 //! set and the breaker's remaining open time fits in it.
 //!
-//! Every response carries the number of attempts it took as an
-//! [`Attempts`] extension; every retry emits a `tracing` event (`attempt`,
+//! A response that took more than one attempt says how many in an
+//! [`Attempts`] extension ([`Attempts::of`] reads it); every retry emits a `tracing` event (`attempt`,
 //! `delay_ms`, `reason`); [`RetryLayer::metrics`] counts retries and the
 //! times the budget said no.
 //!
@@ -82,7 +82,7 @@
 //!
 //! let res = client.oneshot(Request::new(Full::new(Bytes::from("hi")))).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::OK);
-//! assert_eq!(res.extensions().get::<Attempts>().unwrap().get(), 3);
+//! assert_eq!(Attempts::of(&res), 3);
 //! assert_eq!(layer.metrics().retries, 2);
 //! # }
 //! ```
@@ -119,7 +119,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// How many attempts a response took, the first included: an extension of
-/// every response that comes out of [`Retry`].
+/// every response of [`Retry`] that took more than one. Read it with
+/// [`Attempts::of`], which gives 1 when the extension is absent: inserting
+/// it into every response would cost an allocation per call, even for
+/// requests that are never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Attempts(u32);
 
@@ -127,6 +130,11 @@ impl Attempts {
     /// The number of attempts.
     pub fn get(self) -> u32 {
         self.0
+    }
+
+    /// The number of attempts `res` took (1 without the extension).
+    pub fn of<B>(res: &Response<B>) -> u32 {
+        res.extensions().get::<Attempts>().map_or(1, |a| a.0)
     }
 }
 
@@ -377,7 +385,7 @@ where
                 if n > 1 {
                     tracing::debug!(attempts = n, why, "not retrying");
                 }
-                if let Ok(res) = result {
+                if let (Ok(res), true) = (result, n > 1) {
                     res.extensions_mut().insert(Attempts(n));
                 }
                 None
@@ -566,11 +574,7 @@ where
                     this.state.set(State::Running { future });
                 }
                 StateProj::Running { future } => {
-                    let mut res = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if res.extensions().get::<Attempts>().is_none() {
-                        res.extensions_mut().insert(Attempts(1));
-                    }
-                    return Poll::Ready(Ok(res));
+                    return future.poll(cx).map_err(Into::into);
                 }
             }
         }
