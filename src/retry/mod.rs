@@ -33,7 +33,7 @@
 //!   may add at most [`Config::budget_percent`] of the requests of the last
 //!   10 s (20% by default), plus [`Config::budget_min_per_sec`]; when it is
 //!   spent, failures come back at once. This is what stops a retry storm
-//!   (tower's [`TpsBudget`](tower::retry::budget::TpsBudget)).
+//!   (tower's [`tower::retry::budget::TpsBudget`]).
 //!
 //! The delay before retry *n* is the backoff ([`Config::backoff`]) unless a
 //! 429 or 503 answer says `Retry-After` (seconds or an HTTP date), which is
@@ -629,7 +629,6 @@ mod tests {
                     prop_assert!(d + eps >= base.as_secs_f64().min(max.as_secs_f64()));
                     prop_assert!(d <= high + eps);
                 }
-                _ => unreachable!(),
             }
         }
     }
