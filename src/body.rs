@@ -126,13 +126,16 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
+        Empty,
         Replay {
             body: Arc<Buffered>,
-            next: usize,
+            next: u32,
             trailers_sent: bool,
         },
         Stream {
-            prefix: VecDeque<Frame<Bytes>>,
+            // Boxed and absent when empty: it is only there after a
+            // read-ahead that outgrew its limit, and keeps the body small.
+            prefix: Option<Box<VecDeque<Frame<Bytes>>>>,
             #[pin]
             rest: B,
             done: bool,
@@ -143,6 +146,11 @@ pin_project! {
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            Kind::Empty => f
+                .debug_struct("ReplayBody")
+                .field("replayable", &true)
+                .field("len", &0)
+                .finish(),
             Kind::Replay { body, .. } => f
                 .debug_struct("ReplayBody")
                 .field("replayable", &true)
@@ -151,7 +159,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
             Kind::Stream { prefix, .. } => f
                 .debug_struct("ReplayBody")
                 .field("replayable", &false)
-                .field("prefix_frames", &prefix.len())
+                .field("prefix_frames", &prefix.as_ref().map_or(0, |p| p.len()))
                 .finish(),
         }
     }
@@ -247,11 +255,18 @@ impl<B> ReplayBody<B> {
         Self::replay(body.into())
     }
 
-    /// An empty replayable body. It shares one allocation made once per
-    /// process, so it costs a reference count.
+    /// An empty replayable body; it and its clones cost nothing.
     pub fn empty() -> Self {
-        static EMPTY: std::sync::OnceLock<Arc<Buffered>> = std::sync::OnceLock::new();
-        Self::replay(EMPTY.get_or_init(Default::default).clone())
+        Self { kind: Kind::Empty }
+    }
+
+    /// `true` for a replayable body of no bytes and no trailers.
+    pub fn is_empty(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Replay { body, .. } => body.is_empty() && body.trailers.is_none(),
+            Kind::Stream { .. } => false,
+        }
     }
 
     /// A body that streams `body` as is, without buffering it. It is not
@@ -273,7 +288,7 @@ impl<B> ReplayBody<B> {
     fn stream(prefix: VecDeque<Frame<Bytes>>, rest: B) -> Self {
         Self {
             kind: Kind::Stream {
-                prefix,
+                prefix: (!prefix.is_empty()).then(|| Box::new(prefix)),
                 rest,
                 done: false,
             },
@@ -282,13 +297,14 @@ impl<B> ReplayBody<B> {
 
     /// `true` when the whole body is held in memory and can be cloned.
     pub fn is_replayable(&self) -> bool {
-        matches!(self.kind, Kind::Replay { .. })
+        matches!(self.kind, Kind::Replay { .. } | Kind::Empty)
     }
 
     /// A fresh copy that replays the whole body from its start, or `None`
     /// when the body is streaming. Cloning costs one reference count.
     pub fn try_clone(&self) -> Option<Self> {
         match &self.kind {
+            Kind::Empty => Some(Self::empty()),
             Kind::Replay { body, .. } => Some(Self::replay(body.clone())),
             Kind::Stream { .. } => None,
         }
@@ -296,7 +312,9 @@ impl<B> ReplayBody<B> {
 
     /// The whole body, when it is held in memory.
     pub fn buffered(&self) -> Option<&Arc<Buffered>> {
+        static EMPTY: std::sync::OnceLock<Arc<Buffered>> = std::sync::OnceLock::new();
         match &self.kind {
+            Kind::Empty => Some(EMPTY.get_or_init(Default::default)),
             Kind::Replay { body, .. } => Some(body),
             Kind::Stream { .. } => None,
         }
@@ -315,12 +333,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
+            KindProj::Empty => Poll::Ready(None),
             KindProj::Replay {
                 body,
                 next,
                 trailers_sent,
             } => {
-                if let Some(chunk) = body.chunks.get(*next) {
+                if let Some(chunk) = body.chunks.get(*next as usize) {
                     *next += 1;
                     return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
                 }
@@ -333,7 +352,7 @@ where
                 Poll::Ready(None)
             }
             KindProj::Stream { prefix, rest, done } => {
-                if let Some(frame) = prefix.pop_front() {
+                if let Some(frame) = prefix.as_mut().and_then(|p| p.pop_front()) {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 if *done {
@@ -356,21 +375,23 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
+            Kind::Empty => true,
             Kind::Replay {
                 body,
                 next,
                 trailers_sent,
-            } => *next >= body.chunks.len() && (*trailers_sent || body.trailers.is_none()),
+            } => *next as usize >= body.chunks.len() && (*trailers_sent || body.trailers.is_none()),
             Kind::Stream { prefix, rest, done } => {
-                prefix.is_empty() && (*done || rest.is_end_stream())
+                prefix.as_ref().is_none_or(|p| p.is_empty()) && (*done || rest.is_end_stream())
             }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
             Kind::Replay { body, next, .. } => {
-                let left: u64 = body.chunks[(*next).min(body.chunks.len())..]
+                let left: u64 = body.chunks[(*next as usize).min(body.chunks.len())..]
                     .iter()
                     .map(|c| c.len() as u64)
                     .sum();
@@ -379,6 +400,7 @@ where
             Kind::Stream { prefix, rest, done } => {
                 let buffered: u64 = prefix
                     .iter()
+                    .flat_map(|p| p.iter())
                     .filter_map(|f| f.data_ref())
                     .map(|d| d.len() as u64)
                     .sum();
@@ -429,7 +451,7 @@ where
         .await
         .map_err(CollectError::Body)?;
     match &body.kind {
-        Kind::Replay { body, .. } => Ok(body.clone()),
+        Kind::Empty | Kind::Replay { .. } => Ok(body.buffered().expect("replayable").clone()),
         Kind::Stream { .. } => Err(CollectError::TooLarge(body)),
     }
 }
@@ -532,7 +554,7 @@ mod tests {
                     prop_assert!(buffered.len() as usize <= limit);
                 }
                 if let Kind::Stream { prefix, .. } = &replay.kind {
-                    let held: usize = prefix.iter().filter_map(|f| f.data_ref()).map(Bytes::len).sum();
+                    let held: usize = prefix.iter().flat_map(|p| p.iter()).filter_map(|f| f.data_ref()).map(Bytes::len).sum();
                     let biggest = chunks.iter().map(Vec::len).max().unwrap_or(0);
                     prop_assert!(held <= limit + biggest);
                 }

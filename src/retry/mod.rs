@@ -32,8 +32,9 @@
 //! - A retry budget, shared by every clone of a layer's services: retries
 //!   may add at most [`Config::budget_percent`] of the requests of the last
 //!   10 s (20% by default), plus [`Config::budget_min_per_sec`]; when it is
-//!   spent, failures come back at once. This is what stops a retry storm
-//!   (tower's [`tower::retry::budget::TpsBudget`]).
+//!   spent, failures come back at once. This is what stops a retry storm.
+//!   [`RetryBudget`] does what tower's `TpsBudget` does without reading the
+//!   clock on every request.
 //!
 //! The delay before retry *n* is the backoff ([`Config::backoff`]) unless a
 //! 429 or 503 answer says `Retry-After` (seconds or an HTTP date), which is
@@ -87,9 +88,13 @@
 //! # }
 //! ```
 
+mod budget;
 mod config;
 
-pub use self::config::{Config, InvalidConfig, Jitter};
+pub use self::{
+    budget::RetryBudget,
+    config::{Config, InvalidConfig, Jitter},
+};
 
 use crate::{
     body::{Buffer, ReplayBody},
@@ -114,7 +119,7 @@ use std::{
     time::Duration,
 };
 use tokio::time::{Instant, Sleep};
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::Budget;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -162,7 +167,7 @@ pub struct Metrics {
 
 struct Shared {
     config: Config,
-    budget: TpsBudget,
+    budget: RetryBudget,
     retries: AtomicU64,
     exhausted: AtomicU64,
 }
@@ -204,11 +209,7 @@ impl RetryLayer {
     /// ([`ServerErrorsAsFailures`]), or the first invalid setting.
     pub fn new(config: Config) -> Result<Self, InvalidConfig> {
         config.validate()?;
-        let budget = TpsBudget::new(
-            Duration::from_secs(10),
-            config.budget_min_per_sec,
-            (config.budget_percent / 100.0) as f32,
-        );
+        let budget = RetryBudget::new(config.budget_percent, config.budget_min_per_sec);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -360,13 +361,16 @@ where
     C: Classify<Response<Res>, E>,
     E: AsStdError,
 {
-    type Future = Sleep;
+    /// Boxed: a `Sleep` is large, and tower keeps the policy's future
+    /// inside every response future, retried or not; the box is only made
+    /// for a retry.
+    type Future = Pin<Box<Sleep>>;
 
     fn retry(
         &mut self,
         _req: &mut Request<ReplayBody<B>>,
         result: &mut Result<Response<Res>, E>,
-    ) -> Option<Sleep> {
+    ) -> Option<Self::Future> {
         self.attempts += 1;
         let n = self.attempts;
         match self.decide(n, result) {
@@ -379,7 +383,7 @@ where
                     reason,
                     "retrying request"
                 );
-                Some(tokio::time::sleep(delay))
+                Some(Box::pin(tokio::time::sleep(delay)))
             }
             Err(why) => {
                 if n > 1 {
@@ -399,7 +403,7 @@ where
             return None;
         }
         if self.attempts == 0 && self.started.is_none() {
-            let body_empty = req.body().buffered().is_some_and(|b| b.is_empty());
+            let body_empty = req.body().is_empty();
             self.repeatable = is_idempotent(req.method())
                 || config.retry_non_idempotent
                 || req.headers().contains_key(IDEMPOTENCY_KEY)
