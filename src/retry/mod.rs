@@ -475,24 +475,30 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.shared.budget.deposit();
-        let (parts, body) = req.into_parts();
         let config = &self.shared.config;
-        if body.is_end_stream()
-            || config.max_attempts <= 1
-            || !repeatable(config, &parts)
-            || body.size_hint().lower() > config.max_replay_body as u64
-        {
-            // Nothing to read ahead: an empty body, or one that will not be
-            // replayed (it streams through untouched).
-            let body = if body.is_end_stream() {
-                ReplayBody::empty()
-            } else {
-                ReplayBody::passthrough(body)
+        if config.max_attempts > 1 {
+            self.shared.budget.deposit();
+        }
+        let (parts, body) = req.into_parts();
+        let empty = body.is_end_stream();
+        let may_retry = config.max_attempts > 1
+            && (empty || repeatable(config, &parts))
+            && body.size_hint().lower() <= config.max_replay_body as u64;
+        if !may_retry {
+            // Never sent twice: straight to the service tower's `Retry`
+            // made ready, without a policy, a copy or a read-ahead.
+            let req = Request::from_parts(parts, ReplayBody::passthrough(body));
+            return ResponseFuture {
+                state: State::Direct {
+                    future: self.inner.get_mut().call(req),
+                },
             };
+        }
+        if empty {
+            let req = Request::from_parts(parts, ReplayBody::empty());
             return ResponseFuture {
                 state: State::Running {
-                    future: self.inner.call(Request::from_parts(parts, body)),
+                    future: self.inner.call(req),
                 },
             };
         }
@@ -539,6 +545,10 @@ pin_project! {
             #[pin]
             future: tower::retry::future::ResponseFuture<RetryPolicy<C>, S, Request<ReplayBody<B>>>,
         },
+        Direct {
+            #[pin]
+            future: S::Future,
+        },
     }
 }
 
@@ -578,6 +588,9 @@ where
                     this.state.set(State::Running { future });
                 }
                 StateProj::Running { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+                StateProj::Direct { future } => {
                     return future.poll(cx).map_err(Into::into);
                 }
             }
