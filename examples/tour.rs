@@ -6,7 +6,8 @@
 //!
 //! It starts a deliberately flaky upstream on 127.0.0.1, sends traffic
 //! through a client stack built from the crate's layers, and prints what
-//! happened at each step. It grows as layers land.
+//! happened at each step: the pass-through, the timeout, classification,
+//! error responses, the server stack, the circuit breaker and retries.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -25,6 +26,7 @@ use tower_shield::{
     breaker::{self, CircuitBreakerLayer, KeyBy},
     classify::{Classify, ServerErrorsAsFailures},
     error::status_for,
+    retry::{self, RetryLayer},
     stack::{ClientStack, ServerStack},
     BoxError, ServiceBuilderExt,
 };
@@ -209,6 +211,70 @@ async fn main() -> Result<(), BoxError> {
             .map_or(breaker::State::Closed, |b| b.state());
         println!("    call {i}: {outcome}; breaker now {state:?}");
     }
+
+    step(
+        7,
+        "retry: transient failures are retried with backoff, non-idempotent requests are not",
+    );
+    let fails = Arc::new(AtomicU64::new(0));
+    let counter = fails.clone();
+    let flaky = serve(axum::Router::new().route(
+        "/",
+        axum::routing::any(move |method: http::Method, body: Bytes| {
+            // Every request fails twice, then succeeds.
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                println!(
+                    "      upstream got {method} with {} body bytes (call {})",
+                    body.len(),
+                    n + 1
+                );
+                if n % 3 < 2 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    ))
+    .await;
+    let retry = RetryLayer::new(
+        retry::Config::default()
+            .max_attempts(3)
+            .base_delay(Duration::from_millis(20))
+            .jitter(retry::Jitter::Equal)
+            .deadline(Duration::from_secs(2)),
+    )?;
+    let retrying = ServiceBuilder::new()
+        .retries(retry.clone())
+        .client_stack(ClientStack::new().timeout(timeout))
+        .service(
+            Client::builder(TokioExecutor::new())
+                .build_http::<tower_shield::body::ReplayBody<http_body_util::Full<Bytes>>>(),
+        );
+    let put = Request::put(format!("http://{flaky}/"))
+        .body(http_body_util::Full::new(Bytes::from_static(b"order #1")))?;
+    let t = Instant::now();
+    let res = retrying.clone().oneshot(put).await?;
+    println!(
+        "    PUT -> {} after {} attempts in {:.1?} (the body was read once and replayed)",
+        res.status(),
+        retry::Attempts::of(&res),
+        t.elapsed()
+    );
+    let post = Request::post(format!("http://{flaky}/"))
+        .body(http_body_util::Full::new(Bytes::from_static(b"pay 10")))?;
+    let res = retrying.clone().oneshot(post).await?;
+    println!(
+        "    POST -> {} after {} attempt: not idempotent, not retried (send an Idempotency-Key to allow it)",
+        res.status(),
+        retry::Attempts::of(&res)
+    );
+    let m = retry.metrics();
+    println!(
+        "    retries so far: {}; refused by the retry budget: {}",
+        m.retries, m.budget_exhausted
+    );
 
     println!("\ntour finished in {:.1?}", started.elapsed());
     Ok(())

@@ -16,6 +16,16 @@
 //! counts for the breaker as a (retryable) failure: a dependency that hangs
 //! opens the breaker just as one that fails does.
 //!
+//! Retries go outside the client stack, with
+//! [`ServiceBuilderExt::retries`](crate::ServiceBuilderExt::retries):
+//! `retry → breaker → timeout → client`, so that the timeout is per attempt,
+//! every attempt counts in the breaker, and an open breaker fails a retry
+//! fast. The retry layer is not inside `ClientStack` itself because it
+//! changes the body type the client sees (to [`ReplayBody`](crate::body::ReplayBody)),
+//! which a stack without retries should not impose. The sidecar builds its
+//! stack this way, from its `[retry]` section
+//! ([`RetryConfig::layer`](crate::config::RetryConfig::layer)).
+//!
 //! # Example
 //!
 //! ```

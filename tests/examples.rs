@@ -21,7 +21,7 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
-#[cfg(all(feature = "config", feature = "breaker"))]
+#[cfg(all(feature = "config", feature = "breaker", feature = "retry"))]
 fn tour_shows_each_step() {
     let out = run("tour", &[]);
     for expected in [
@@ -36,6 +36,10 @@ fn tour_shows_each_step() {
         "call 4: rejected at once: circuit breaker is open",
         "call 6: 200 OK; breaker now HalfOpen",
         "call 7: 200 OK; breaker now Closed",
+        "upstream got PUT with 8 body bytes (call 3)",
+        "PUT -> 200 OK after 3 attempts",
+        "POST -> 503 Service Unavailable after 1 attempt",
+        "retries so far: 2; refused by the retry budget: 0",
         "tour finished in",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");

@@ -435,3 +435,67 @@ async fn a_broken_request_body_is_a_clear_error_and_the_next_request_is_served()
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert!(body.is_empty());
 }
+
+/// Retry outside a circuit breaker: a rejection by the open breaker is
+/// waited out only when its remaining open time fits in the deadline.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_is_waited_out_only_within_the_deadline() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower_shield::breaker::{self, CircuitBreakerLayer, Open};
+
+    for deadline in [None, Some(Duration::from_secs(5))] {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        // The first call fails (503) and opens the breaker; later ones succeed.
+        let inner = tower::service_fn(move |_req: Request<ReplayBody<Empty<Bytes>>>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = if n == 0 { 503 } else { 200 };
+                Ok::<_, Infallible>(http::Response::builder().status(status).body(()).unwrap())
+            }
+        });
+        let breaker = CircuitBreakerLayer::new(
+            breaker::Config::default()
+                .consecutive_failures(1)
+                .open_for(Duration::from_secs(2))
+                .close_after(1),
+        )
+        .unwrap();
+        let mut config = fast();
+        if let Some(d) = deadline {
+            config = config.deadline(d);
+        }
+        let layer = RetryLayer::new(config).unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(breaker)
+            .service(inner);
+        let start = Instant::now();
+        let result = svc
+            .oneshot(
+                Request::get("http://127.0.0.1/")
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await;
+        match deadline {
+            None => {
+                let err = result.unwrap_err();
+                assert!(err.is::<Open>(), "{err}");
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+                assert_eq!(layer.metrics().retries, 1);
+            }
+            Some(_) => {
+                let res = result.unwrap();
+                assert_eq!(res.status(), StatusCode::OK);
+                assert_eq!(Attempts::of(&res), 3);
+                assert_eq!(
+                    calls.load(Ordering::SeqCst),
+                    2,
+                    "the open breaker was not hammered"
+                );
+                assert!(start.elapsed() >= Duration::from_secs(2));
+            }
+        }
+    }
+}
