@@ -54,21 +54,17 @@ fn get() -> Request<Empty<Bytes>> {
     request().map(|()| Empty::new())
 }
 
-fn with_method(method: Method) -> impl Fn() -> Request<Empty<Bytes>> {
+fn with_body(method: Method, size: usize) -> impl Fn() -> Request<Full<Bytes>> {
+    let data = Bytes::from(vec![7u8; size]);
     move || {
-        let mut req = get();
+        let mut req = request().map(|()| Full::new(data.clone()));
         *req.method_mut() = method.clone();
         req
     }
 }
 
 fn put(size: usize) -> impl Fn() -> Request<Full<Bytes>> {
-    let data = Bytes::from(vec![7u8; size]);
-    move || {
-        let mut req = request().map(|()| Full::new(data.clone()));
-        *req.method_mut() = Method::PUT;
-        req
-    }
+    with_body(Method::PUT, size)
 }
 
 fn success_path(c: &mut Criterion) {
@@ -81,6 +77,12 @@ fn success_path(c: &mut Criterion) {
     let layer = RetryLayer::new(Config::default()).unwrap();
     let ours = layer.layer(service_fn(handler));
     let ours_full = layer.layer(service_fn(handler));
+    // One attempt: what the sidecar runs without a `[retry]` section.
+    let one_attempt = RetryLayer::new(Config::default().max_attempts(1))
+        .unwrap()
+        .layer(service_fn(
+            handler::<tower_shield::body::ReplayBody<Empty<Bytes>>>,
+        ));
 
     let mut group = c.benchmark_group("retry/success");
     group.bench_function("service_fn", |b| {
@@ -98,10 +100,17 @@ fn success_path(c: &mut Criterion) {
         b.to_async(&rt)
             .iter_batched(get, |req| ours.clone().oneshot(req), BatchSize::SmallInput)
     });
-    group.bench_function("ours_post_not_retryable", |b| {
+    group.bench_function("ours_post_with_body_not_retryable", |b| {
         b.to_async(&rt).iter_batched(
-            with_method(Method::POST),
-            |req| ours.clone().oneshot(req),
+            with_body(Method::POST, 1024),
+            |req| ours_full.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("ours_one_attempt", |b| {
+        b.to_async(&rt).iter_batched(
+            get,
+            |req| one_attempt.clone().oneshot(req),
             BatchSize::SmallInput,
         )
     });
@@ -116,7 +125,7 @@ fn success_path(c: &mut Criterion) {
     }
     group.finish();
 
-    let post = with_method(Method::POST);
+    let post = with_body(Method::POST, 1024);
     let put_1k = put(1024);
     let put_64k = put(64 * 1024);
     println!(
@@ -124,7 +133,7 @@ fn success_path(c: &mut Criterion) {
         allocs(&rt, |_| bare.oneshot(get())),
         allocs(&rt, |_| tower_retry.clone().oneshot(get())),
         allocs(&rt, |_| ours.clone().oneshot(get())),
-        allocs(&rt, |_| ours.clone().oneshot(post())),
+        allocs(&rt, |_| ours_full.clone().oneshot(post())),
         allocs(&rt, |_| ours_full.clone().oneshot(put_1k())),
         allocs(&rt, |_| ours_full.clone().oneshot(put_64k())),
     );
