@@ -499,3 +499,44 @@ async fn an_open_breaker_is_waited_out_only_within_the_deadline() {
         }
     }
 }
+
+/// A per-attempt timeout inside the retry: an attempt that hangs is cut off
+/// by the client stack's timeout and retried; the caller gets the answer of
+/// the next attempt.
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_is_retried() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower_shield::{stack::ClientStack, ServiceBuilderExt};
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let inner = tower::service_fn(move |_req: Request<ReplayBody<Empty<Bytes>>>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(http::Response::new(()))
+        }
+    });
+    let layer = RetryLayer::new(fast()).unwrap();
+    let svc = ServiceBuilder::new()
+        .retries(layer.clone())
+        .client_stack(ClientStack::new().timeout(Duration::from_secs(1)))
+        .service(inner);
+    let start = Instant::now();
+    let res = svc
+        .oneshot(
+            Request::get("http://127.0.0.1/")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(Attempts::of(&res), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // One timeout (1 s) and one backoff (100 ms).
+    assert!(start.elapsed() >= Duration::from_millis(1100));
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
