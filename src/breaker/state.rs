@@ -248,6 +248,10 @@ impl Breaker {
     }
 
     fn set(&self, state: u8, why: &str) {
+        if state != HALF_OPEN {
+            // No probe may start in a period that is over.
+            self.probes.end_period();
+        }
         let old = self.state.swap(state, Ordering::AcqRel);
         if old != state {
             tracing::info!(
