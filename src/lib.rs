@@ -127,6 +127,8 @@ pub mod reqwest;
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
 pub mod stack;
+#[cfg(any(feature = "breaker", feature = "retry"))]
+mod striped;
 
 use tower::{layer::util::Stack, ServiceBuilder};
 

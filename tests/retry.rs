@@ -109,6 +109,13 @@ fn fast() -> Config {
         .jitter(Jitter::None)
 }
 
+/// A GET with no body to `addr`.
+fn get(addr: SocketAddr) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://{addr}/"))
+        .body(Empty::new())
+        .unwrap()
+}
+
 fn attempts<B>(res: &http::Response<B>) -> u32 {
     Attempts::of(res)
 }
@@ -119,11 +126,7 @@ async fn fails_twice_then_succeeds_gives_one_success() {
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast()).unwrap();
     let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
+        .oneshot(get(addr))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -144,11 +147,7 @@ async fn never_more_than_max_attempts() {
         let before = up.seen().len();
         let layer = RetryLayer::new(fast().max_attempts(max)).unwrap();
         let res = client::<Empty<Bytes>>(&layer)
-            .oneshot(
-                Request::get(format!("http://{addr}/"))
-                    .body(Empty::new())
-                    .unwrap(),
-            )
+            .oneshot(get(addr))
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
@@ -281,14 +280,11 @@ async fn retry_after_in_seconds_and_as_a_date() {
     let up = Upstream::failing(1, 503).retry_after("3");
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast()).unwrap();
-    let get = || {
-        client::<Empty<Bytes>>(&layer).oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
-    };
-    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(get(addr))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
     let seen = up.seen();
     assert!(seen[1].2 - seen[0].2 >= Duration::from_secs(3));
 
@@ -297,11 +293,7 @@ async fn retry_after_in_seconds_and_as_a_date() {
     let up = Upstream::failing(1, 429).retry_after(&date);
     let addr = up.serve().await;
     let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
+        .oneshot(get(addr))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -320,11 +312,7 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
     let layer = RetryLayer::new(fast().deadline(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
     let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
+        .oneshot(get(addr))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -342,11 +330,7 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
     )
     .unwrap();
     let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
+        .oneshot(get(addr))
         .await
         .unwrap();
     // 1 s + 2 s fit in 5 s; 4 s more would not.
@@ -359,13 +343,7 @@ async fn the_budget_stops_a_retry_storm() {
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast().budget_percent(20.0).budget_min_per_sec(1)).unwrap();
     let svc = client::<Empty<Bytes>>(&layer);
-    let burst = (0..50).map(|_| {
-        svc.clone().oneshot(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::new())
-                .unwrap(),
-        )
-    });
+    let burst = (0..50).map(|_| svc.clone().oneshot(get(addr)));
     let results = futures_util::future::join_all(burst).await;
     assert!(results.iter().all(|r| r.as_ref().unwrap().status() == 503));
     let m = layer.metrics();

@@ -11,7 +11,7 @@ use super::{
     probes::ProbeSlots,
     window::Outcomes,
 };
-use crate::classify::Class;
+use crate::{classify::Class, striped::Striped};
 use std::{
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
@@ -53,44 +53,6 @@ fn decode(state: u8) -> State {
         HALF_OPEN => State::HalfOpen,
         FORCED_OPEN => State::ForcedOpen,
         _ => State::Disabled,
-    }
-}
-
-const STRIPES: usize = 16;
-
-/// A counter split over cache lines, so that threads counting at once do
-/// not fight over one.
-#[derive(Debug, Default)]
-struct Striped {
-    stripes: [Padded; STRIPES],
-}
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded(AtomicU64);
-
-fn stripe() -> usize {
-    use std::cell::Cell;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
-    STRIPE.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES);
-        }
-        s.get()
-    })
-}
-
-impl Striped {
-    fn add(&self, n: u64) {
-        self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn sum(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|p| p.0.load(Ordering::Relaxed))
-            .sum()
     }
 }
 

@@ -15,21 +15,16 @@
 //! towards fewer retries, and under load (where it matters) the reads are
 //! frequent.
 
+use crate::striped::Striped;
 use std::{
-    cell::Cell,
     fmt,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 use tokio::time::Instant;
 
 const WINDOW: u64 = 10;
-const STRIPES: usize = 8;
 /// A thread looks at the clock after this many deposits of its own.
 const CHECK_EVERY: u64 = 64;
-
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded(AtomicU64);
 
 /// The running totals as they were at the start of one second.
 #[derive(Default)]
@@ -44,7 +39,7 @@ struct Mark {
 /// also be used with `tower::retry` directly.
 pub struct RetryBudget {
     epoch: Instant,
-    deposits: [Padded; STRIPES],
+    deposits: Striped,
     withdrawals: AtomicU64,
     /// The last second (since `epoch`) whose mark is written.
     second: AtomicU64,
@@ -60,17 +55,6 @@ impl fmt::Debug for RetryBudget {
             .field("ratio", &self.ratio)
             .finish_non_exhaustive()
     }
-}
-
-fn stripe() -> usize {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
-    STRIPE.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES);
-        }
-        s.get()
-    })
 }
 
 impl RetryBudget {
@@ -89,10 +73,7 @@ impl RetryBudget {
     }
 
     fn deposits(&self) -> u64 {
-        self.deposits
-            .iter()
-            .map(|d| d.0.load(Ordering::Relaxed))
-            .sum()
+        self.deposits.sum()
     }
 
     /// Writes down the marks of the seconds up to now, once per second.
@@ -142,7 +123,7 @@ impl RetryBudget {
 
 impl tower::retry::budget::Budget for RetryBudget {
     fn deposit(&self) {
-        let n = self.deposits[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        let n = self.deposits.add(1);
         if n % CHECK_EVERY == CHECK_EVERY - 1 {
             self.tick();
         }

@@ -181,11 +181,16 @@ impl fmt::Debug for Shared {
 }
 
 /// Whether `parts` may be sent more than once.
-fn repeatable(config: &Config, parts: &Parts) -> bool {
-    is_idempotent(&parts.method)
+fn repeatable(
+    config: &Config,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+) -> bool {
+    is_idempotent(method)
         || config.retry_non_idempotent
-        || parts.headers.contains_key(IDEMPOTENCY_KEY)
-        || parts.extensions.get::<Repeatable>().is_some()
+        || headers.contains_key(IDEMPOTENCY_KEY)
+        || extensions.get::<Repeatable>().is_some()
 }
 
 /// Applies [`Retry`]. Every service it builds, and their clones, share one
@@ -404,10 +409,7 @@ where
         }
         if self.attempts == 0 && self.started.is_none() {
             let body_empty = req.body().is_empty();
-            self.repeatable = is_idempotent(req.method())
-                || config.retry_non_idempotent
-                || req.headers().contains_key(IDEMPOTENCY_KEY)
-                || req.extensions().get::<Repeatable>().is_some();
+            self.repeatable = repeatable(config, req.method(), req.headers(), req.extensions());
             if !self.repeatable && !body_empty {
                 return None;
             }
@@ -482,7 +484,7 @@ where
         let (parts, body) = req.into_parts();
         let empty = body.is_end_stream();
         let may_retry = config.max_attempts > 1
-            && (empty || repeatable(config, &parts))
+            && (empty || repeatable(config, &parts.method, &parts.headers, &parts.extensions))
             && body.size_hint().lower() <= config.max_replay_body as u64;
         if !may_retry {
             // Never sent twice: straight to the service tower's `Retry`
