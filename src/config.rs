@@ -46,6 +46,170 @@ pub struct Config {
     #[cfg(feature = "retry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
     pub retry: Option<RetryConfig>,
+    /// `[context]`: trace context, IDs and OTLP export; absent means none.
+    #[cfg(feature = "context")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
+    pub context: Option<ContextConfig>,
+}
+
+/// `[context]`: see [`crate::context::Config`] for what each key means.
+///
+/// ```toml
+/// [context]
+/// trust_incoming_ids = true
+/// request_id_header = "x-request-id"
+/// request_id_aliases = ["x-trace-id"]
+/// correlation_id_header = "x-correlation-id"
+/// propagate_headers = ["x-user-id", "x-tenant-id"]
+/// service_name = "checkout"
+/// service_version = "1.4.2"
+/// traceresponse = false
+/// otlp_endpoint = "http://127.0.0.1:4317"
+/// otlp_protocol = "grpc"            # or "http/protobuf"
+/// ```
+#[cfg(feature = "context")]
+#[cfg_attr(docsrs, doc(cfg(feature = "context")))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ContextConfig {
+    /// `trust_incoming_ids`: take request and correlation IDs from requests
+    /// (default true).
+    pub trust_incoming_ids: Option<bool>,
+    /// `request_id_header` (default `x-request-id`).
+    pub request_id_header: Option<String>,
+    /// `request_id_aliases`: more headers a request ID is read from.
+    #[serde(default)]
+    pub request_id_aliases: Vec<String>,
+    /// `correlation_id_header` (default `x-correlation-id`).
+    pub correlation_id_header: Option<String>,
+    /// `correlation_id_aliases`: more headers a correlation ID is read from.
+    #[serde(default)]
+    pub correlation_id_aliases: Vec<String>,
+    /// `propagate_headers`: plain headers carried from inbound to outbound.
+    #[serde(default)]
+    pub propagate_headers: Vec<String>,
+    /// `service_name`: this service's name (outgoing `x-service-name`, OTLP
+    /// `service.name`).
+    pub service_name: Option<String>,
+    /// `service_version`: this service's version.
+    pub service_version: Option<String>,
+    /// `traceresponse`: send a W3C `traceresponse` header (default false).
+    pub traceresponse: Option<bool>,
+    /// `otlp_endpoint`: the collector's base URL; absent means no export.
+    pub otlp_endpoint: Option<String>,
+    /// `otlp_protocol`: `"grpc"` (default) or `"http/protobuf"`.
+    pub otlp_protocol: Option<String>,
+    /// `otlp_metrics_interval`: how often metrics are exported (default 60s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub otlp_metrics_interval: Option<Duration>,
+}
+
+#[cfg(feature = "context")]
+impl ContextConfig {
+    /// The context settings this section describes, checked.
+    pub fn to_context(&self) -> Result<crate::context::Config, ConfigError> {
+        let bad = |e: crate::context::InvalidHeader| {
+            ConfigError::field(&format!("context.{}", e.field()), e)
+        };
+        let mut c = crate::context::Config::new();
+        if let Some(v) = self.trust_incoming_ids {
+            c = c.trust_incoming_ids(v);
+        }
+        if let Some(v) = &self.request_id_header {
+            c = c.request_id_header(v).map_err(bad)?;
+        }
+        for v in &self.request_id_aliases {
+            c = c.request_id_alias(v).map_err(bad)?;
+        }
+        if let Some(v) = &self.correlation_id_header {
+            c = c.correlation_id_header(v).map_err(bad)?;
+        }
+        for v in &self.correlation_id_aliases {
+            c = c.correlation_id_alias(v).map_err(bad)?;
+        }
+        for v in &self.propagate_headers {
+            c = c.propagate_header(v).map_err(bad)?;
+        }
+        for (field, v) in [
+            ("service_name", &self.service_name),
+            ("service_version", &self.service_version),
+        ] {
+            if let Some(v) = v {
+                if http::HeaderValue::from_str(v).is_err() || v.is_empty() {
+                    return Err(ConfigError::field(
+                        &format!("context.{field}"),
+                        format!("{v:?} is not a valid header value"),
+                    ));
+                }
+            }
+        }
+        if self.service_name.is_some() || self.service_version.is_some() {
+            c = c.service(
+                self.service_name.as_deref().unwrap_or(""),
+                self.service_version.as_deref().unwrap_or(""),
+            );
+        }
+        if let Some(v) = self.traceresponse {
+            c = c.traceresponse(v);
+        }
+        match self.otlp_protocol.as_deref() {
+            None | Some("grpc" | "http/protobuf") => {}
+            Some(other) => {
+                return Err(ConfigError::field(
+                    "context.otlp_protocol",
+                    format!("{other:?} is not \"grpc\" or \"http/protobuf\""),
+                ))
+            }
+        }
+        if let Some(ep) = &self.otlp_endpoint {
+            let uri: http::Uri = ep
+                .parse()
+                .map_err(|e| ConfigError::field("context.otlp_endpoint", e))?;
+            if uri.scheme().is_none() || uri.host().is_none() {
+                return Err(ConfigError::field(
+                    "context.otlp_endpoint",
+                    "must be an absolute http(s) URL",
+                ));
+            }
+        }
+        if self.otlp_metrics_interval.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::field(
+                "context.otlp_metrics_interval",
+                "must be greater than zero",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The OTLP export this section describes, when it names an endpoint.
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub fn to_otlp(&self) -> Result<Option<crate::context::otlp::OtlpConfig>, ConfigError> {
+        use crate::context::otlp::{OtlpConfig, Protocol};
+        self.to_context()?;
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(None);
+        };
+        let protocol: Protocol = self
+            .otlp_protocol
+            .as_deref()
+            .unwrap_or("grpc")
+            .parse()
+            .map_err(|e| ConfigError::field("context.otlp_protocol", e))?;
+        let mut c = OtlpConfig::new(endpoint.clone())
+            .protocol(protocol)
+            .service(
+                self.service_name
+                    .clone()
+                    .unwrap_or_else(|| "unknown_service".into()),
+                self.service_version.clone().unwrap_or_default(),
+            );
+        if let Some(d) = self.otlp_metrics_interval {
+            c = c.metrics_interval(d);
+        }
+        Ok(Some(c))
+    }
 }
 
 /// `[retry]`: see [`crate::retry::Config`] for what each key means; absent
@@ -472,6 +636,10 @@ impl Config {
         #[cfg(feature = "retry")]
         if let Some(retry) = &self.retry {
             retry.to_retry()?;
+        }
+        #[cfg(feature = "context")]
+        if let Some(context) = &self.context {
+            context.to_context()?;
         }
         if let Some(upstream) = &self.sidecar.upstream {
             let uri: http::Uri = upstream

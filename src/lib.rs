@@ -118,6 +118,9 @@ pub mod classify;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
+#[cfg(feature = "context")]
+#[cfg_attr(docsrs, doc(cfg(feature = "context")))]
+pub mod context;
 pub mod error;
 pub mod proxy;
 #[cfg(feature = "reqwest")]

@@ -9,8 +9,13 @@
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | circuit breaker (optional), timeout (default 5 s) |
-//! | [`ServerStack`] | error responses ([`crate::error::ErrorResponseLayer`]), circuit breaker (optional), timeout |
+//! | [`ClientStack`] | context (optional), circuit breaker (optional), timeout (default 5 s) |
+//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), circuit breaker (optional), timeout |
+//!
+//! Context is outermost on both sides: on a server its span covers the
+//! whole request and even a 504 from the timeout carries the request's IDs;
+//! on a client (inside the retry layer) every attempt is a client span of
+//! its own with its own `traceparent`.
 //!
 //! The breaker is outside the timeout, so a call that the timeout cuts off
 //! counts for the breaker as a (retryable) failure: a dependency that hangs
@@ -80,6 +85,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct ClientStack {
     timeout: Option<Duration>,
+    #[cfg(feature = "context")]
+    context: Option<std::sync::Arc<crate::context::Config>>,
     #[cfg(feature = "breaker")]
     breaker: Option<CircuitBreakerLayer<KeyBy>>,
 }
@@ -95,6 +102,8 @@ impl ClientStack {
     pub const fn new() -> Self {
         Self {
             timeout: Some(DEFAULT_TIMEOUT),
+            #[cfg(feature = "context")]
+            context: None,
             #[cfg(feature = "breaker")]
             breaker: None,
         }
@@ -121,6 +130,16 @@ impl ClientStack {
         self
     }
 
+    /// Adds a [`ClientContextLayer`](crate::context::ClientContextLayer)
+    /// with these settings, outermost: outgoing requests carry the current
+    /// trace context and IDs.
+    #[cfg(feature = "context")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
+    pub fn context(mut self, config: crate::context::Config) -> Self {
+        self.context = Some(std::sync::Arc::new(config));
+        self
+    }
+
     /// The breakers of the stack's circuit breaker, if it has one.
     #[cfg(feature = "breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
@@ -138,6 +157,10 @@ impl ClientStack {
         #[cfg(feature = "breaker")]
         if let Some(breaker) = &config.breaker {
             stack = stack.circuit_breaker(breaker.layer()?);
+        }
+        #[cfg(feature = "context")]
+        if let Some(context) = &config.context {
+            stack = stack.context(context.to_context()?);
         }
         Ok(stack)
     }
@@ -159,10 +182,8 @@ impl ClientStack {
     }
 }
 
-impl<S> Layer<S> for ClientStack {
-    type Service = Guarded<ClientService<S>>;
-
-    fn layer(&self, inner: S) -> Self::Service {
+impl ClientStack {
+    fn guarded<S>(&self, inner: S) -> Guarded<ClientService<S>> {
         // The breaker goes outside the timeout, so that a call the timeout
         // cuts off reaches the breaker as a failure (`Elapsed`) instead of
         // as a dropped, uncounted call.
@@ -170,6 +191,25 @@ impl<S> Layer<S> for ClientStack {
             inner,
             timeout: self.timeout,
         })
+    }
+}
+
+/// The service [`ClientStack`] builds.
+#[cfg(feature = "context")]
+pub type ClientStackService<S> = crate::context::ClientContext<Guarded<ClientService<S>>>;
+/// The service [`ClientStack`] builds.
+#[cfg(not(feature = "context"))]
+pub type ClientStackService<S> = Guarded<ClientService<S>>;
+
+impl<S> Layer<S> for ClientStack {
+    type Service = ClientStackService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let guarded = self.guarded(inner);
+        #[cfg(feature = "context")]
+        return crate::context::ClientContext::optional(guarded, self.context.clone());
+        #[cfg(not(feature = "context"))]
+        guarded
     }
 }
 
@@ -387,6 +427,8 @@ where
 #[derive(Debug, Clone)]
 pub struct ServerStack {
     client: ClientStack,
+    #[cfg(feature = "context")]
+    context: Option<std::sync::Arc<crate::context::Config>>,
 }
 
 impl Default for ServerStack {
@@ -400,6 +442,8 @@ impl ServerStack {
     pub const fn new() -> Self {
         Self {
             client: ClientStack::new(),
+            #[cfg(feature = "context")]
+            context: None,
         }
     }
 
@@ -425,12 +469,25 @@ impl ServerStack {
         self
     }
 
+    /// Adds a [`ServerContextLayer`](crate::context::ServerContextLayer)
+    /// with these settings, outermost: every request gets a context, IDs
+    /// and a span.
+    #[cfg(feature = "context")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
+    pub fn context(mut self, config: crate::context::Config) -> Self {
+        self.context = Some(std::sync::Arc::new(config));
+        self
+    }
+
     /// The stack the configuration describes.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        let client = ClientStack::from_config(config)?;
         Ok(Self {
-            client: ClientStack::from_config(config)?,
+            #[cfg(feature = "context")]
+            context: client.context.clone(),
+            client,
         })
     }
 }
@@ -439,16 +496,28 @@ impl<S> Layer<S> for ServerStack {
     type Service = ServerService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ServerService {
-            inner: ErrorResponseLayer::new().layer(self.client.layer(inner)),
-        }
+        let inner = ErrorResponseLayer::new().layer(self.client.guarded(inner));
+        #[cfg(feature = "context")]
+        let inner = crate::context::ServerContext::optional(inner, self.context.clone());
+        ServerService { inner }
     }
 }
+
+#[cfg(feature = "context")]
+type ServerInner<S> = crate::context::ServerContext<ErrorResponse<Guarded<ClientService<S>>>>;
+#[cfg(not(feature = "context"))]
+type ServerInner<S> = ErrorResponse<Guarded<ClientService<S>>>;
+
+#[cfg(feature = "context")]
+type ServerFuture<F> =
+    crate::context::ServerContextFuture<ErrorResponseFuture<GuardedFuture<ResponseFuture<F>>>>;
+#[cfg(not(feature = "context"))]
+type ServerFuture<F> = ErrorResponseFuture<GuardedFuture<ResponseFuture<F>>>;
 
 /// The service [`ServerStack`] builds.
 #[derive(Debug, Clone)]
 pub struct ServerService<S> {
-    inner: ErrorResponse<Guarded<ClientService<S>>>,
+    inner: ServerInner<S>,
 }
 
 impl<S, ReqB, B> Service<Request<ReqB>> for ServerService<S>
@@ -459,7 +528,7 @@ where
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = ErrorResponseFuture<GuardedFuture<ResponseFuture<S::Future>>>;
+    type Future = ServerFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

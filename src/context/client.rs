@@ -1,0 +1,187 @@
+//! The client layer: writes the current context into outgoing requests.
+
+use super::{otel_ids, server::Text, Config, Context, SpanId};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Poll},
+};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{field, instrument::Instrumented, Instrument, Span};
+
+/// Writes the current [`Context`] into every outgoing request, under a
+/// client span; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct ClientContextLayer {
+    config: Arc<Config>,
+}
+
+impl ClientContextLayer {
+    /// The layer with these settings.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The layer's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl<S> Layer<S> for ClientContextLayer {
+    type Service = ClientContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientContext {
+            inner,
+            config: Some(self.config.clone()),
+        }
+    }
+}
+
+/// The service [`ClientContextLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct ClientContext<S> {
+    inner: S,
+    // `None` in a stack built without context: a pass-through.
+    config: Option<Arc<Config>>,
+}
+
+impl<S> ClientContext<S> {
+    pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
+        Self { inner, config }
+    }
+
+    define_inner_service_accessors!();
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientContext<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: fmt::Display,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ClientContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let Some(config) = &self.config else {
+            return ClientContextFuture {
+                kind: Kind::Passthrough {
+                    inner: self.inner.call(req),
+                },
+            };
+        };
+        let cx = match req.extensions().get::<Context>() {
+            Some(cx) => cx.clone(),
+            None => super::current().unwrap_or_else(Context::new_root),
+        };
+        let method = req.method();
+        let uri = req.uri();
+        let span = tracing::info_span!(
+            "HTTP client",
+            otel.name = %method,
+            otel.kind = "client",
+            otel.status_code = field::Empty,
+            http.request.method = %method,
+            server.address = uri.host(),
+            server.port = uri.port_u16(),
+            url.full = %uri,
+            http.response.status_code = field::Empty,
+            trace_id = field::Empty,
+            span_id = field::Empty,
+            request_id = %Text(cx.request_id()),
+            correlation_id = %Text(cx.correlation_id()),
+        );
+        // A context made outside any request has no span to hang under: the
+        // client span then starts the trace (and OpenTelemetry picks its ID).
+        let parent = (!cx.is_detached()).then(|| (cx.span_id(), cx.flags(), false));
+        let (trace_id, span_id) = otel_ids(&span, cx.trace_id(), parent)
+            .unwrap_or_else(|| (cx.trace_id(), SpanId::random()));
+        span.record("trace_id", field::display(trace_id));
+        span.record("span_id", field::display(span_id));
+        cx.inject_ids(req.headers_mut(), trace_id, span_id, config);
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ClientContextFuture {
+            kind: Kind::Active {
+                inner: fut.instrument(span.clone()),
+                span,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`ClientContext`].
+    pub struct ClientContextFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Active {
+            #[pin]
+            inner: Instrumented<F>,
+            span: Span,
+        },
+        Passthrough {
+            #[pin]
+            inner: F,
+        },
+    }
+}
+
+impl<F> fmt::Debug for ClientContextFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientContextFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ClientContextFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: fmt::Display,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { inner } => inner.poll(task),
+            KindProj::Active { inner, span } => {
+                let result = ready!(inner.poll(task));
+                match &result {
+                    Ok(res) => {
+                        let status = res.status();
+                        span.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    }
+                    Err(e) => {
+                        span.record("otel.status_code", "ERROR");
+                        tracing::event!(parent: &*span, tracing::Level::WARN, error = %e, "call failed");
+                    }
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The server layer: reads the context of every inbound request.
+
+use super::{otel_ids, Config, Context, CURRENT, TRACERESPONSE};
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Poll},
+};
+use tokio::task::futures::TaskLocalFuture;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{field, instrument::Instrumented, Instrument, Span};
+
+/// Gives every inbound request a [`Context`] and a span; see the
+/// [module docs](super).
+#[derive(Debug, Clone)]
+pub struct ServerContextLayer {
+    config: Arc<Config>,
+}
+
+impl ServerContextLayer {
+    /// The layer with these settings.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The layer's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl<S> Layer<S> for ServerContextLayer {
+    type Service = ServerContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerContext {
+            inner,
+            config: Some(self.config.clone()),
+        }
+    }
+}
+
+/// The service [`ServerContextLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct ServerContext<S> {
+    inner: S,
+    // `None` in a stack built without context: the service passes requests
+    // straight through.
+    config: Option<Arc<Config>>,
+}
+
+impl<S> ServerContext<S> {
+    pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
+        Self { inner, config }
+    }
+
+    define_inner_service_accessors!();
+}
+
+/// Shows a header value known to be visible ASCII, without a copy.
+pub(crate) struct Text<'a>(pub(crate) &'a HeaderValue);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or("<non-ascii>"))
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ServerContext<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: fmt::Display,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ServerContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let Some(config) = &self.config else {
+            return ServerContextFuture {
+                kind: Kind::Passthrough {
+                    inner: self.inner.call(req),
+                },
+            };
+        };
+        let mut cx = Context::from_headers(req.headers(), config);
+        let timing = start_timing(req.method());
+        let method = req.method();
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %method,
+            otel.kind = "server",
+            otel.status_code = field::Empty,
+            http.request.method = %method,
+            http.route = field::Empty,
+            http.response.status_code = field::Empty,
+            url.path = req.uri().path(),
+            server.address = req.headers().get(http::header::HOST).map(Text).map(field::display),
+            trace_id = field::Empty,
+            span_id = field::Empty,
+            parent_id = cx.parent_id().map(field::display),
+            request_id = %Text(cx.request_id()),
+            correlation_id = %Text(cx.correlation_id()),
+        );
+        let parent = cx.parent_id().map(|p| (p, cx.flags(), true));
+        if let Some((trace_id, span_id)) = otel_ids(&span, cx.trace_id(), parent) {
+            cx.set_ids(trace_id, span_id);
+        }
+        span.record("trace_id", field::display(cx.trace_id()));
+        span.record("span_id", field::display(cx.span_id()));
+        req.extensions_mut().insert(cx.clone());
+        let fut = {
+            let _entered = span.enter();
+            CURRENT.sync_scope(cx.clone(), || self.inner.call(req))
+        };
+        ServerContextFuture {
+            kind: Kind::Active {
+                inner: CURRENT.scope(cx.clone(), fut.instrument(span.clone())),
+                cx,
+                traceresponse: config.traceresponse,
+                request_id: config.request_id.clone(),
+                correlation_id: config.correlation_id.clone(),
+                span,
+                timing,
+            },
+        }
+    }
+}
+
+/// The start of a request the duration histogram times (with `otlp`).
+#[cfg(feature = "otlp")]
+type Timing = Option<(std::time::Instant, http::Method)>;
+#[cfg(not(feature = "otlp"))]
+type Timing = ();
+
+#[cfg(feature = "otlp")]
+fn start_timing(method: &http::Method) -> Timing {
+    // The clock is read only when the histogram is on.
+    super::otlp::metrics_on().then(|| (std::time::Instant::now(), method.clone()))
+}
+
+#[cfg(not(feature = "otlp"))]
+#[inline]
+fn start_timing(_method: &http::Method) -> Timing {}
+
+#[cfg(feature = "otlp")]
+fn finish_timing(timing: &mut Timing, status: Option<u16>) {
+    if let Some((start, method)) = timing.take() {
+        super::otlp::record_server_duration(&method, status, start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+#[inline]
+fn finish_timing(_timing: &mut Timing, _status: Option<u16>) {}
+
+pin_project! {
+    /// The future of [`ServerContext`].
+    pub struct ServerContextFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Active {
+            #[pin]
+            inner: TaskLocalFuture<Context, Instrumented<F>>,
+            cx: Context,
+            traceresponse: bool,
+            request_id: http::HeaderName,
+            correlation_id: http::HeaderName,
+            span: Span,
+            timing: Timing,
+        },
+        Passthrough {
+            #[pin]
+            inner: F,
+        },
+    }
+}
+
+impl<F> fmt::Debug for ServerContextFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerContextFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ServerContextFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: fmt::Display,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { inner } => inner.poll(task),
+            KindProj::Active {
+                inner,
+                cx,
+                traceresponse,
+                request_id,
+                correlation_id,
+                span,
+                timing,
+            } => {
+                let result = ready!(inner.poll(task));
+                finish_timing(timing, result.as_ref().ok().map(|r| r.status().as_u16()));
+                match &result {
+                    Ok(res) => {
+                        let status = res.status();
+                        span.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    }
+                    Err(e) => {
+                        span.record("otel.status_code", "ERROR");
+                        tracing::event!(parent: &*span, tracing::Level::WARN, error = %e, "request failed");
+                    }
+                }
+                Poll::Ready(result.map(|mut res| {
+                    let headers = res.headers_mut();
+                    headers.insert(request_id.clone(), cx.request_id().clone());
+                    headers.insert(correlation_id.clone(), cx.correlation_id().clone());
+                    if *traceresponse {
+                        headers.insert(TRACERESPONSE, cx.traceparent().to_header_value());
+                    }
+                    res
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+use super::*;
+use proptest::prelude::*;
+
+const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap()
+}
+
+#[test]
+fn traceparent_valid_and_round_trips() {
+    let tp = TraceParent::parse(VALID.as_bytes()).unwrap();
+    assert_eq!(tp.to_string(), VALID);
+    assert!(tp.flags.is_sampled());
+    let unsampled =
+        TraceParent::parse(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").unwrap();
+    assert!(!unsampled.flags.is_sampled());
+    // Optional whitespace around the value is allowed.
+    assert!(TraceParent::parse(format!(" \t{VALID} ").as_bytes()).is_ok());
+}
+
+#[test]
+fn traceparent_invalid_variants_of_the_recommendation() {
+    use TraceParentError::*;
+    let cases: &[(&str, TraceParentError)] = &[
+        ("", Length),
+        ("00", Length),
+        // One character short and one too long for version 00.
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0",
+            Length,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-010",
+            Length,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-",
+            Length,
+        ),
+        // Version ff and a non-hex version.
+        (
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ForbiddenVersion,
+        ),
+        (
+            "0g-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            NotLowerHex,
+        ),
+        (
+            "0A-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            NotLowerHex,
+        ),
+        // Uppercase hex in each field.
+        (
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            NotLowerHex,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-B7AD6B7169203331-01",
+            NotLowerHex,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0A",
+            NotLowerHex,
+        ),
+        // Non-hex characters.
+        (
+            "00-0af7651916cd43dd8448eb211c80319z-b7ad6b7169203331-01",
+            NotLowerHex,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333.-01",
+            NotLowerHex,
+        ),
+        // Wrong delimiters.
+        (
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            Delimiter,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01",
+            Delimiter,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331_01",
+            Delimiter,
+        ),
+        // Fields of the wrong length, total length kept.
+        (
+            "00-0af7651916cd43dd8448eb211c80319-cb7ad6b7169203331-01",
+            Delimiter,
+        ),
+        // All-zero IDs.
+        (
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            ZeroTraceId,
+        ),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            ZeroParentId,
+        ),
+        // A future version with extra data not after a '-'.
+        (
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+            Delimiter,
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(
+            TraceParent::parse(input.as_bytes()),
+            Err(*want),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn traceparent_future_versions_are_read_and_sent_as_00() {
+    let tp = TraceParent::parse(
+        b"cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds",
+    )
+    .unwrap();
+    assert_eq!(tp.to_string(), VALID);
+    let tp =
+        TraceParent::parse(b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+    assert_eq!(tp.to_string(), VALID);
+    // Unknown flag bits are cleared; sampled and random are kept.
+    let tp =
+        TraceParent::parse(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-ff").unwrap();
+    assert_eq!(tp.flags.bits(), 0x03);
+}
+
+fn ts(values: &[&str]) -> Result<Option<HeaderValue>, TraceStateError> {
+    let values: Vec<_> = values.iter().map(|v| hv(v)).collect();
+    parse_tracestate(&values)
+}
+
+#[test]
+fn tracestate_rules() {
+    assert_eq!(
+        ts(&["rojo=00f067aa0ba902b7"]).unwrap().unwrap(),
+        "rojo=00f067aa0ba902b7"
+    );
+    // Several headers are one list; whitespace and empty members go.
+    assert_eq!(
+        ts(&["rojo=1 ,, ", " congo=2", "a@b=3"]).unwrap().unwrap(),
+        "rojo=1,congo=2,a@b=3"
+    );
+    assert_eq!(ts(&[" , "]).unwrap(), None);
+    // Multi-tenant keys: tenant may start with a digit, system may not.
+    assert!(ts(&["1tenant@sys=v"]).is_ok());
+    assert_eq!(ts(&["tenant@1sys=v"]), Err(TraceStateError::Key));
+    assert_eq!(
+        ts(&["tenant@systemnametoolong=v"]),
+        Err(TraceStateError::Key)
+    );
+    assert_eq!(ts(&["Upper=v"]), Err(TraceStateError::Key));
+    assert_eq!(ts(&["1key=v"]), Err(TraceStateError::Key));
+    assert_eq!(ts(&["novalue"]), Err(TraceStateError::MissingEquals));
+    assert_eq!(ts(&["k="]), Err(TraceStateError::Value));
+    assert_eq!(ts(&["k=a=b"]), Err(TraceStateError::Value));
+    // Spaces inside a value are allowed; around a member they are OWS.
+    assert_eq!(ts(&["k=in side "]).unwrap().unwrap(), "k=in side");
+    assert_eq!(ts(&["a=1,a=2"]), Err(TraceStateError::DuplicateKey));
+    assert_eq!(ts(&["a=1", "a=2"]), Err(TraceStateError::DuplicateKey));
+    let k = format!("k{}=v", "a".repeat(256));
+    assert_eq!(ts(&[&k]), Err(TraceStateError::Key));
+    let v = format!("k={}", "v".repeat(257));
+    assert_eq!(ts(&[&v]), Err(TraceStateError::Value));
+    // 32 members pass, 33 do not.
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    assert!(ts(&[&list(32)]).unwrap().is_some());
+    assert_eq!(ts(&[&list(33)]), Err(TraceStateError::TooManyMembers));
+}
+
+#[test]
+fn tracestate_non_ascii_is_rejected() {
+    let v = HeaderValue::from_bytes(b"k=caf\xc3\xa9").unwrap();
+    assert_eq!(parse_tracestate([&v]), Err(TraceStateError::Value));
+}
+
+#[test]
+fn tracestate_longer_than_512_is_cut_long_members_first() {
+    let long = format!("big={}", "x".repeat(200));
+    let small: Vec<String> = (0..30)
+        .map(|i| format!("k{i:02}={}", "y".repeat(10)))
+        .collect();
+    let mut all = vec![small[0].clone(), long];
+    all.extend(small[1..].iter().cloned());
+    let out = ts(&[&all.join(",")]).unwrap().unwrap();
+    let out = out.to_str().unwrap();
+    assert!(out.len() <= TRACESTATE_MAX_LEN, "{}", out.len());
+    assert!(!out.contains("big="));
+    assert!(out.starts_with("k00="));
+    // Only whole members.
+    for m in out.split(',') {
+        assert_eq!(m.len(), 14, "{m}");
+    }
+}
+
+#[test]
+fn baggage_rules() {
+    let b = |v: &str| Baggage::parse([&hv(v)]).map(|b| b.as_str().to_owned());
+    assert_eq!(b("userId=alice").as_deref(), Some("userId=alice"));
+    assert_eq!(
+        b("a = 1 ; p ; q = 2 , b=2").as_deref(),
+        Some("a=1;p;q=2,b=2")
+    );
+    assert_eq!(b("bad key=1,ok=2").as_deref(), Some("ok=2"));
+    assert_eq!(b("k=\"quoted\"").as_deref(), None);
+    assert_eq!(b("k=a\\b").as_deref(), None);
+    assert_eq!(b("k=v;bad prop").as_deref(), None);
+    assert_eq!(b("=v").as_deref(), None);
+    assert_eq!(b("k=").as_deref(), Some("k="));
+    // Members beyond 64 are dropped whole.
+    let many = (0..70)
+        .map(|i| format!("k{i}=v"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = b(&many).unwrap();
+    assert_eq!(out.split(',').count(), BAGGAGE_MAX_MEMBERS);
+    // Beyond 8192 bytes, whole members are dropped.
+    let big = (0..5)
+        .map(|i| format!("k{i}={}", "v".repeat(3000)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = b(&big).unwrap();
+    assert_eq!(out.split(',').count(), 2);
+    // Several headers are one list.
+    let two = Baggage::parse([&hv("a=1"), &hv("b=2")]).unwrap();
+    assert_eq!(two.as_str(), "a=1,b=2");
+    assert_eq!(two.get("b"), Some("2"));
+}
+
+fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn context_continues_a_valid_trace_and_restarts_an_invalid_one() {
+    let config = Config::new();
+    let cx = Context::from_headers(
+        &headers(&[("traceparent", VALID.as_bytes()), ("tracestate", b"a=1")]),
+        &config,
+    );
+    assert_eq!(
+        cx.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(cx.tracestate().unwrap(), "a=1");
+    assert_ne!(cx.span_id().to_string(), "b7ad6b7169203331");
+
+    // An invalid traceparent: a new trace, and tracestate is not read.
+    let bad = Context::from_headers(
+        &headers(&[
+            (
+                "traceparent",
+                b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            ),
+            ("tracestate", b"a=1"),
+        ]),
+        &config,
+    );
+    assert_ne!(bad.trace_id(), cx.trace_id());
+    assert!(bad.parent_id().is_none());
+    assert!(bad.tracestate().is_none());
+
+    // Two traceparent headers are invalid.
+    let dup = Context::from_headers(
+        &headers(&[
+            ("traceparent", VALID.as_bytes()),
+            ("traceparent", VALID.as_bytes()),
+        ]),
+        &config,
+    );
+    assert!(dup.parent_id().is_none());
+}
+
+#[test]
+fn ids_are_taken_when_trusted_and_valid() {
+    let trusting = Config::new().request_id_alias("x-trace-id").unwrap();
+    let h = headers(&[("x-trace-id", b"abc-123"), ("x-correlation-id", b"corr-1")]);
+    let cx = Context::from_headers(&h, &trusting);
+    assert_eq!(cx.request_id(), "abc-123");
+    assert_eq!(cx.correlation_id(), "corr-1");
+
+    let wary = Config::new().trust_incoming_ids(false);
+    let cx = Context::from_headers(&h, &wary);
+    assert_eq!(cx.request_id().len(), 36);
+    assert_eq!(cx.correlation_id(), cx.request_id());
+
+    // Invalid IDs (spaces, non-ASCII, too long, repeated) are replaced.
+    for bad in [&b"has space"[..], b"caf\xc3\xa9", &[b'a'; MAX_ID_LEN + 1]] {
+        let cx = Context::from_headers(&headers(&[("x-request-id", bad)]), &Config::new());
+        assert_eq!(cx.request_id().len(), 36, "{bad:?}");
+    }
+    let cx = Context::from_headers(
+        &headers(&[("x-request-id", b"a"), ("x-request-id", b"b")]),
+        &Config::new(),
+    );
+    assert_eq!(cx.request_id().len(), 36);
+}
+
+#[test]
+fn request_ids_are_uuid_v7_and_ordered() {
+    let a = new_request_id();
+    let b = new_request_id();
+    let ua = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+    let ub = uuid::Uuid::parse_str(b.to_str().unwrap()).unwrap();
+    assert_eq!(ua.get_version_num(), 7);
+    assert!(ua < ub);
+}
+
+#[test]
+fn inject_writes_validated_headers_and_replaces_callers() {
+    let config = Config::new()
+        .service("svc-a", "1.2.3")
+        .propagate_header("x-tenant-id")
+        .unwrap()
+        .request_id_alias("x-trace-id")
+        .unwrap();
+    let cx = Context::from_headers(
+        &headers(&[
+            ("traceparent", VALID.as_bytes()),
+            ("baggage", b"a=1, bad key=2"),
+            ("x-tenant-id", b"t-9"),
+            ("x-request-id", b"rid"),
+        ]),
+        &config,
+    );
+    let mut out = headers(&[
+        ("traceparent", b"garbage"),
+        ("x-trace-id", b"stale"),
+        ("x-tenant-id", b"x"),
+        ("x-tenant-id", b"y"),
+    ]);
+    let child = SpanId::random();
+    cx.inject(&mut out, child, &config);
+    let tp = TraceParent::parse(out.get(TRACEPARENT).unwrap().as_bytes()).unwrap();
+    assert_eq!(tp.trace_id, cx.trace_id());
+    assert_eq!(tp.parent_id, child);
+    assert_eq!(out.get(BAGGAGE).unwrap(), "a=1");
+    assert!(out.get(TRACESTATE).is_none());
+    assert!(out.get("x-trace-id").is_none());
+    assert_eq!(out.get("x-request-id").unwrap(), "rid");
+    assert_eq!(out.get("x-correlation-id").unwrap(), "rid");
+    assert_eq!(
+        out.get_all("x-tenant-id").iter().collect::<Vec<_>>(),
+        ["t-9"]
+    );
+    assert_eq!(out.get(SERVICE_NAME).unwrap(), "svc-a");
+    assert_eq!(out.get(SERVICE_VERSION).unwrap(), "1.2.3");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn traceparent_never_panics_and_accepts_only_what_it_can_write(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        if let Ok(tp) = TraceParent::parse(&bytes) {
+            let again = TraceParent::parse(&tp.encode()).unwrap();
+            prop_assert_eq!(again, tp);
+        }
+    }
+
+    #[test]
+    fn traceparent_round_trips(t in 1u128.., s in 1u64.., f in any::<u8>()) {
+        let tp = TraceParent {
+            trace_id: TraceId::from_bytes(t.to_be_bytes()).unwrap(),
+            parent_id: SpanId::from_bytes(s.to_be_bytes()).unwrap(),
+            flags: TraceFlags::new(f),
+        };
+        prop_assert_eq!(TraceParent::parse(&tp.encode()).unwrap(), tp);
+    }
+
+    #[test]
+    fn traceparent_mutations_of_a_valid_header(pos in 0usize..55, c in any::<u8>()) {
+        let mut v = VALID.as_bytes().to_vec();
+        v[pos] = c;
+        if let Ok(tp) = TraceParent::parse(&v) {
+            // Accepted only if the byte is still lowercase hex in a hex
+            // field (or the same delimiter).
+            prop_assert!(c.is_ascii_digit() || (b'a'..=b'f').contains(&c) || c == VALID.as_bytes()[pos]);
+            prop_assert_eq!(TraceParent::parse(&tp.encode()).unwrap(), tp);
+        }
+    }
+
+    #[test]
+    fn tracestate_output_is_valid_and_bounded(
+        values in proptest::collection::vec("[a-z0-9_*/@=, \\-\\t!~A-Z]{0,60}", 1..4)
+    ) {
+        let values: Vec<HeaderValue> = values.iter().filter_map(|v| HeaderValue::from_str(v).ok()).collect();
+        if let Ok(Some(out)) = parse_tracestate(&values) {
+            prop_assert!(out.len() <= TRACESTATE_MAX_LEN);
+            // What it returns parses again to itself.
+            prop_assert_eq!(parse_tracestate([&out]).unwrap().unwrap(), out);
+        }
+    }
+
+    #[test]
+    fn tracestate_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+            let _ = parse_tracestate([&v]);
+        }
+    }
+
+    #[test]
+    fn baggage_output_is_valid_and_bounded(
+        values in proptest::collection::vec("[a-zA-Z0-9=,; %\\t\"\\\\!-]{0,80}", 1..4)
+    ) {
+        let values: Vec<HeaderValue> = values.iter().filter_map(|v| HeaderValue::from_str(v).ok()).collect();
+        if let Some(out) = Baggage::parse(&values) {
+            prop_assert!(out.as_str().len() <= BAGGAGE_MAX_LEN);
+            prop_assert!(out.as_str().split(',').count() <= BAGGAGE_MAX_MEMBERS);
+            let again = Baggage::parse([out.header_value()]).unwrap();
+            prop_assert_eq!(again.as_str(), out.as_str());
+        }
+    }
+
+    #[test]
+    fn baggage_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+            let _ = Baggage::parse([&v]);
+        }
+    }
+}
