@@ -11,6 +11,10 @@
 //! expiry, 502 when the upstream cannot be reached), fails fast with 503 and
 //! `Retry-After` while the `[breaker]` (if configured) is open, and serves
 //! its own `GET /_shield/health` (`degraded` while a breaker is not closed).
+//! With `[context]` it reads and validates the trace context and IDs of
+//! every request, adds its own server and client spans, and forwards the
+//! context (and, built with `--features otlp` and given `otlp_endpoint`,
+//! exports its spans and metrics over OTLP).
 //! See README.md for the configuration reference.
 
 use bytes::Bytes;
@@ -42,6 +46,7 @@ use tower_shield::{
     body::ReplayBody,
     breaker::Breakers,
     config::{Config, ConfigError},
+    context::ServerContextLayer,
     proxy::{ClientAddr, ProxyBody, ReverseProxyLayer},
     retry::RetryLayer,
     stack::ClientStack,
@@ -154,6 +159,7 @@ struct Report {
     upstream: String,
     timeout: Duration,
     breakers: Option<Breakers>,
+    service: Option<String>,
 }
 
 impl Report {
@@ -183,6 +189,7 @@ impl Report {
             "layers": {
                 "timeout": { "request_ms": self.timeout.as_millis() as u64 },
                 "breaker": { "enabled": self.breakers.is_some(), "breakers": breakers },
+                "context": { "enabled": self.service.is_some(), "service_name": self.service },
             },
         })
         .to_string()
@@ -438,7 +445,16 @@ fn app(
     let client = UpstreamClient::new(&upstream.parse()?, config.timeout.request)?;
     // The client stack goes inside the proxy, so that it sees the upstream's
     // URI: `key = "authority"` then means one breaker for the upstream.
+    // The server context goes outermost, so even a 502 or 504 carries the
+    // request's IDs; the client context is in the client stack, inside the
+    // retries, so every attempt is a client span of its own.
+    let context = config
+        .context
+        .as_ref()
+        .map(|c| c.to_context())
+        .transpose()?;
     let proxy = ServiceBuilder::new()
+        .layer(ServerContextLayer::optional(context))
         .error_responses()
         .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
         .retries(retry.clone())
@@ -450,6 +466,10 @@ fn app(
             upstream: upstream.to_owned(),
             timeout: config.timeout.request,
             breakers: stack.breakers(),
+            service: config
+                .context
+                .as_ref()
+                .map(|c| c.service_name.clone().unwrap_or_default()),
         }),
     })
 }
@@ -560,6 +580,12 @@ fn run(config: Config) -> Result<(), BoxError> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
 
+    // The acceptor's runtime; it also drives the OTLP gRPC exporter.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Flushed when dropped, after the acceptor stops.
+    let _telemetry = telemetry(&config, &rt)?;
     let listener = bind(listen)?;
     let addr = listener.local_addr()?;
     // One stack for all workers: its breakers are shared, so every worker
@@ -571,6 +597,13 @@ fn run(config: Config) -> Result<(), BoxError> {
         Some(section) => section.layer()?,
         None => RetryLayer::new(tower_shield::retry::Config::default().max_attempts(1))?,
     };
+    #[cfg(feature = "otlp")]
+    if let Some(guard) = &_telemetry {
+        if let Some(breakers) = stack.breakers() {
+            guard.telemetry().observe_breakers(&breakers);
+        }
+        guard.telemetry().observe_retries(&retry);
+    }
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
         let app = app(&config, &stack, &retry, &upstream)?;
@@ -593,18 +626,54 @@ fn run(config: Config) -> Result<(), BoxError> {
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("sidecar listening on http://{addr} -> {upstream} ({count} workers)");
 
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let listener = TcpListener::from_std(listener)?;
-            tokio::select! {
-                () = accept(listener, workers) => {}
-                () = shutdown_signal() => {}
-            }
-            Ok::<_, BoxError>(())
-        })?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        tokio::select! {
+            () = accept(listener, workers) => {}
+            () = shutdown_signal() => {}
+        }
+        Ok::<_, BoxError>(())
+    })?;
     println!("sidecar shutting down");
+    Ok(())
+}
+
+/// OTLP export when `[context]` names an endpoint: spans and metrics until
+/// the returned guard is dropped (which flushes them).
+#[cfg(feature = "otlp")]
+fn telemetry(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<tower_shield::context::otlp::TelemetryGuard>, BoxError> {
+    let Some(otlp) = config
+        .context
+        .as_ref()
+        .map(|c| c.to_otlp())
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    // The gRPC exporter needs a runtime to start its connection task.
+    let _enter = rt.enter();
+    let guard = tower_shield::context::otlp::init(&otlp)?;
+    eprintln!("sidecar: exporting spans and metrics over OTLP");
+    Ok(Some(guard))
+}
+
+#[cfg(not(feature = "otlp"))]
+fn telemetry(config: &Config, _rt: &tokio::runtime::Runtime) -> Result<(), BoxError> {
+    if config
+        .context
+        .as_ref()
+        .is_some_and(|c| c.otlp_endpoint.is_some())
+    {
+        return Err(
+            "context.otlp_endpoint: this sidecar was built without the `otlp` feature \
+                    (cargo run --example sidecar --features otlp)"
+                .into(),
+        );
+    }
     Ok(())
 }
 

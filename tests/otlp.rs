@@ -379,3 +379,68 @@ async fn spans_of_three_services_arrive_with_their_parent_links() {
         "{metrics:?}"
     );
 }
+
+/// The sidecar, given `otlp_endpoint`, exports its own server and client
+/// spans, under the caller's trace, and flushes them when it shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_exports_its_spans() {
+    let collected = Collected::default();
+    let (http, _grpc) = receiver(collected.clone()).await;
+    let upstream = support::serve(support::upstream()).await;
+    let path = std::env::temp_dir().join(format!(
+        "tower-shield-otlp-sidecar-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\nworkers = 1\n[context]\nservice_name = \"edge\"\nservice_version = \"3.1\"\notlp_endpoint = \"http://{http}\"\notlp_protocol = \"http/protobuf\"\n"
+        ),
+    )
+    .unwrap();
+    let mut sidecar = support::start_sidecar(&["--config", path.to_str().unwrap()]);
+    let req = Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = support::hyper_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let sent = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "traceparent")
+        .map(|p| p[1].as_str().unwrap().to_owned())
+        .unwrap();
+    let sent: Vec<u8> = (0..sent.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sent[i..i + 2], 16).unwrap())
+        .collect();
+    let sent = tower_shield::context::TraceParent::parse(&sent).unwrap();
+
+    let status = tokio::task::spawn_blocking(move || sidecar.terminate())
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    std::fs::remove_file(&path).ok();
+
+    let spans = collected.spans.lock().unwrap().clone();
+    let of = |kind: SpanKind| {
+        spans
+            .iter()
+            .find(|(s, v, span)| s == "edge" && v == "3.1" && span.kind == kind as i32)
+            .map(|(_, _, span)| span.clone())
+            .unwrap_or_else(|| panic!("no {kind:?} span: {spans:?}"))
+    };
+    let (server, client) = (of(SpanKind::Server), of(SpanKind::Client));
+    assert_eq!(hex(&server.trace_id), TRACE);
+    assert_eq!(hex(&server.parent_span_id), CALLER_SPAN);
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(hex(&client.span_id), sent.parent_id.to_string());
+    assert_eq!(
+        attr(&server.attributes, "url.path").as_deref(),
+        Some("/echo")
+    );
+}

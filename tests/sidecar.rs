@@ -1,7 +1,12 @@
 //! Black-box tests of `examples/sidecar.rs`: the sidecar runs as its own
 //! process between a real hyper client and a real axum upstream, all on
 //! 127.0.0.1.
-#![cfg(all(feature = "config", feature = "breaker", feature = "retry"))]
+#![cfg(all(
+    feature = "config",
+    feature = "breaker",
+    feature = "retry",
+    feature = "context"
+))]
 
 mod support;
 
@@ -522,4 +527,139 @@ async fn retries_a_flaky_upstream_with_the_same_body() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(seen.lock().unwrap().len(), 4);
+}
+
+fn unhex(s: &str) -> String {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn one(echo: &serde_json::Value, name: &str) -> Option<String> {
+    match header(echo, name)[..] {
+        [] => None,
+        [v] => Some(unhex(v)),
+        ref many => panic!("{name} repeated: {many:?}"),
+    }
+}
+
+#[tokio::test]
+async fn propagates_context_and_adds_its_own_span() {
+    use tower_shield::context::TraceParent;
+    let upstream = serve(upstream()).await;
+    let mut file = tempfile("context");
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://{upstream}\"\n[context]\nservice_name = \"edge\"\nservice_version = \"9.9\"\npropagate_headers = [\"x-tenant-id\"]\nrequest_id_aliases = [\"x-trace-id\"]\n"
+    )
+    .unwrap();
+    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let client = hyper_client::<ReqBody>();
+    let url = format!("http://{}/echo", sidecar.addr.unwrap());
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let res = client
+        .request(
+            Request::get(url.as_str())
+                .header("traceparent", caller)
+                .header("tracestate", "congo=t61rcWkgMzE")
+                .header("x-trace-id", "rid-from-alias")
+                .header("x-correlation-id", "corr-1")
+                .header("x-tenant-id", "t-1")
+                .header("x-user-id", "not-allow-listed-but-a-plain-header")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-request-id"], "rid-from-alias");
+    assert_eq!(res.headers()["x-correlation-id"], "corr-1");
+    let echo = json(res).await;
+    let tp = TraceParent::parse(one(&echo, "traceparent").unwrap().as_bytes()).unwrap();
+    assert_eq!(tp.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    // The sidecar's own client span is the upstream's parent.
+    assert_ne!(tp.parent_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(
+        one(&echo, "tracestate").as_deref(),
+        Some("congo=t61rcWkgMzE")
+    );
+    assert_eq!(
+        one(&echo, "x-request-id").as_deref(),
+        Some("rid-from-alias")
+    );
+    assert_eq!(one(&echo, "x-trace-id"), None, "aliases are not forwarded");
+    assert_eq!(one(&echo, "x-correlation-id").as_deref(), Some("corr-1"));
+    assert_eq!(one(&echo, "x-tenant-id").as_deref(), Some("t-1"));
+    assert_eq!(one(&echo, "x-service-name").as_deref(), Some("edge"));
+    assert_eq!(one(&echo, "x-service-version").as_deref(), Some("9.9"));
+
+    // Malformed trace context never reaches the upstream.
+    let res = client
+        .request(
+            Request::get(url.as_str())
+                .header(
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                )
+                .header("tracestate", "Bad Key=1")
+                .header("baggage", "ok=1,bad key=2")
+                .header("x-request-id", "has space")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let minted = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(minted.len(), 36);
+    let echo = json(res).await;
+    let tp = TraceParent::parse(one(&echo, "traceparent").unwrap().as_bytes()).unwrap();
+    assert_ne!(tp.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(one(&echo, "tracestate"), None);
+    assert_eq!(one(&echo, "baggage").as_deref(), Some("ok=1"));
+    assert_eq!(one(&echo, "x-request-id"), Some(minted));
+
+    // The health endpoint reports the context layer.
+    let res = client
+        .request(
+            Request::get(format!("http://{}/_shield/health", sidecar.addr.unwrap()))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let health = json(res).await;
+    assert_eq!(health["layers"]["context"]["service_name"], "edge");
+}
+
+#[test]
+fn bad_context_config_names_the_key() {
+    let mut file = tempfile("badcontext");
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://127.0.0.1:9\"\n[context]\notlp_protocol = \"carrier-pigeon\"\n"
+    )
+    .unwrap();
+    let out = Command::new(example_bin("sidecar"))
+        .args(["--config", file.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("context.otlp_protocol"), "{err}");
+
+    let mut file = tempfile("badheader");
+    writeln!(
+        file.1,
+        "[sidecar]\nupstream = \"http://127.0.0.1:9\"\n[context]\nrequest_id_header = \"bad header\"\n"
+    )
+    .unwrap();
+    let out = Command::new(example_bin("sidecar"))
+        .args(["--config", file.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("context.request_id_header"), "{err}");
 }

@@ -18,20 +18,33 @@ use tracing::{field, instrument::Instrumented, Instrument, Span};
 /// client span; see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct ClientContextLayer {
-    config: Arc<Config>,
+    config: Option<Arc<Config>>,
 }
 
 impl ClientContextLayer {
     /// The layer with these settings.
     pub fn new(config: Config) -> Self {
         Self {
-            config: Arc::new(config),
+            config: Some(Arc::new(config)),
         }
     }
 
-    /// The layer's settings.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// A layer whose services pass requests through untouched, for a stack
+    /// whose context settings are optional (the sidecar's `[context]`).
+    pub fn pass_through() -> Self {
+        Self { config: None }
+    }
+
+    /// A layer with these settings, or one that passes requests through.
+    pub fn optional(config: Option<Config>) -> Self {
+        Self {
+            config: config.map(Arc::new),
+        }
+    }
+
+    /// The layer's settings (`None` for a pass-through layer).
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_deref()
     }
 }
 
@@ -41,7 +54,7 @@ impl<S> Layer<S> for ClientContextLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ClientContext {
             inner,
-            config: Some(self.config.clone()),
+            config: self.config.clone(),
         }
     }
 }

@@ -354,7 +354,10 @@ pub fn init(config: &OtlpConfig) -> Result<TelemetryGuard, OtlpError> {
     let telemetry = Telemetry::new(config)?;
     let subscriber = tracing_subscriber::registry()
         .with(telemetry.layer())
-        .with(tracing_subscriber::fmt::layer())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+        )
         .with(tracing::level_filters::LevelFilter::INFO);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| err("installing the tracing subscriber", e))?;
@@ -372,12 +375,12 @@ pub(super) fn metrics_on() -> bool {
 
 pub(super) fn record_server_duration(method: &http::Method, status: Option<u16>, seconds: f64) {
     if let Some(h) = SERVER_DURATION.get() {
-        let mut attrs = [
+        let attrs = [
             KeyValue::new("http.request.method", method.as_str().to_owned()),
             KeyValue::new("http.response.status_code", i64::from(status.unwrap_or(0))),
         ];
         let n = if status.is_some() { 2 } else { 1 };
-        h.record(seconds, &mut attrs[..n]);
+        h.record(seconds, &attrs[..n]);
     }
 }
 

@@ -19,20 +19,33 @@ use tracing::{field, instrument::Instrumented, Instrument, Span};
 /// [module docs](super).
 #[derive(Debug, Clone)]
 pub struct ServerContextLayer {
-    config: Arc<Config>,
+    config: Option<Arc<Config>>,
 }
 
 impl ServerContextLayer {
     /// The layer with these settings.
     pub fn new(config: Config) -> Self {
         Self {
-            config: Arc::new(config),
+            config: Some(Arc::new(config)),
         }
     }
 
-    /// The layer's settings.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// A layer whose services pass requests through untouched, for a stack
+    /// whose context settings are optional (the sidecar's `[context]`).
+    pub fn pass_through() -> Self {
+        Self { config: None }
+    }
+
+    /// A layer with these settings, or one that passes requests through.
+    pub fn optional(config: Option<Config>) -> Self {
+        Self {
+            config: config.map(Arc::new),
+        }
+    }
+
+    /// The layer's settings (`None` for a pass-through layer).
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_deref()
     }
 }
 
@@ -42,7 +55,7 @@ impl<S> Layer<S> for ServerContextLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ServerContext {
             inner,
-            config: Some(self.config.clone()),
+            config: self.config.clone(),
         }
     }
 }

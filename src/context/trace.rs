@@ -403,7 +403,6 @@ where
     let mut count = 0;
     let mut clean = true;
     let mut headers: [&[u8]; 4] = [b""; 4];
-    let mut header_count = 0usize;
     let mut extra: Vec<&'a [u8]> = Vec::new();
     let mut first: Option<&'a HeaderValue> = None;
     for (h, value) in values.into_iter().enumerate() {
@@ -418,7 +417,6 @@ where
         } else {
             extra.push(bytes);
         }
-        header_count = h + 1;
         if bytes.len() > u16::MAX as usize || h > u8::MAX as usize {
             // Far beyond any limit: it cannot be a valid list of 32 members
             // of at most 512 characters each.
@@ -484,7 +482,6 @@ where
     if count == 0 {
         return Ok(None);
     }
-    let _ = header_count;
     let total: usize = (0..count).map(|i| member(i).len()).sum::<usize>() + count - 1;
     if clean && total <= TRACESTATE_MAX_LEN {
         return Ok(first.cloned());
@@ -493,12 +490,12 @@ where
     // from the end.
     let mut keep = [true; TRACESTATE_MAX_MEMBERS];
     let mut len = total;
-    for i in 0..count {
+    for (i, keep) in keep.iter_mut().enumerate().take(count) {
         if len <= TRACESTATE_MAX_LEN {
             break;
         }
         if member(i).len() > 128 {
-            keep[i] = false;
+            *keep = false;
             len -= member(i).len() + 1;
         }
     }

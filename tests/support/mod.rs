@@ -217,6 +217,22 @@ pub struct Process {
     pub addr: Option<SocketAddr>,
 }
 
+impl Process {
+    /// Sends SIGTERM and waits (bounded: 20 s) for a graceful exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -255,6 +271,8 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
+    // From here on the child is killed however the start goes.
+    let mut process = Process { child, addr: None };
     let line = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("sidecar did not start");
@@ -263,10 +281,8 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    Process {
-        child,
-        addr: Some(addr),
-    }
+    process.addr = Some(addr);
+    process
 }
 
 /// The Redis server tests use, per DESIGN.md: `REDIS_URL` if set, else
