@@ -155,7 +155,11 @@ where
 #[cfg(feature = "otlp")]
 type Timing = Option<(std::time::Instant, http::Method)>;
 #[cfg(not(feature = "otlp"))]
-type Timing = ();
+type Timing = Untimed;
+
+/// Nothing to time without `otlp`.
+#[cfg(not(feature = "otlp"))]
+struct Untimed;
 
 #[cfg(feature = "otlp")]
 fn start_timing(method: &http::Method) -> Timing {
@@ -165,7 +169,9 @@ fn start_timing(method: &http::Method) -> Timing {
 
 #[cfg(not(feature = "otlp"))]
 #[inline]
-fn start_timing(_method: &http::Method) -> Timing {}
+fn start_timing(_method: &http::Method) -> Timing {
+    Untimed
+}
 
 #[cfg(feature = "otlp")]
 fn finish_timing(timing: &mut Timing, status: Option<u16>) {
