@@ -662,7 +662,10 @@ fn telemetry(
 }
 
 #[cfg(not(feature = "otlp"))]
-fn telemetry(config: &Config, _rt: &tokio::runtime::Runtime) -> Result<(), BoxError> {
+fn telemetry(
+    config: &Config,
+    _rt: &tokio::runtime::Runtime,
+) -> Result<Option<Infallible>, BoxError> {
     if config
         .context
         .as_ref()
