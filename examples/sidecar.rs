@@ -677,7 +677,7 @@ fn telemetry(
                 .into(),
         );
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn shutdown_signal() {
