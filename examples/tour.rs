@@ -7,7 +7,8 @@
 //! It starts a deliberately flaky upstream on 127.0.0.1, sends traffic
 //! through a client stack built from the crate's layers, and prints what
 //! happened at each step: the pass-through, the timeout, classification,
-//! error responses, the server stack, the circuit breaker and retries.
+//! error responses, the server stack, the circuit breaker, retries, and
+//! trace context and IDs flowing across two hops.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -25,6 +26,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_shield::{
     breaker::{self, CircuitBreakerLayer, KeyBy},
     classify::{Classify, ServerErrorsAsFailures},
+    context,
     error::status_for,
     retry::{self, RetryLayer},
     stack::{ClientStack, ServerStack},
@@ -274,6 +276,113 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "    retries so far: {}; refused by the retry budget: {}",
         m.retries, m.budget_exhausted
+    );
+
+    step(
+        8,
+        "context: trace and correlation IDs flow across two hops, with no code in the handlers",
+    );
+    // "orders" calls "stock"; both use the stacks with a context config.
+    let stock = serve(
+        axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(|headers: http::HeaderMap| async move {
+                    let cx = context::current().expect("inside the server stack");
+                    let got = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned()
+                    };
+                    println!(
+                        "      stock  got traceparent {} from {}",
+                        got("traceparent"),
+                        got("x-service-name")
+                    );
+                    println!(
+                        "      stock  trace {} request {} correlation {}",
+                        cx.trace_id(),
+                        got("x-request-id"),
+                        got("x-correlation-id")
+                    );
+                    "7 in stock"
+                }),
+            )
+            .layer(ServerStack::new().context(context::Config::new().service("stock", "1.0.0"))),
+    )
+    .await;
+    let orders_config = context::Config::new().service("orders", "2.3.0");
+    let to_stock = ServiceBuilder::new()
+        .client_stack(
+            ClientStack::new()
+                .timeout(timeout)
+                .context(orders_config.clone()),
+        )
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let orders = serve(
+        axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(move || {
+                    let to_stock = to_stock.clone();
+                    async move {
+                        let cx = context::current().expect("inside the server stack");
+                        println!(
+                            "      orders trace {} span {} (parent {})",
+                            cx.trace_id(),
+                            cx.span_id(),
+                            cx.parent_id().map_or("-".to_owned(), |p| p.to_string())
+                        );
+                        let req = Request::get(format!("http://{stock}/")).body(Empty::new());
+                        match to_stock.oneshot(req.expect("request")).await {
+                            Ok(res) => res.status().to_string(),
+                            Err(e) => e.to_string(),
+                        }
+                    }
+                }),
+            )
+            .layer(ServerStack::new().context(orders_config)),
+    )
+    .await;
+    let caller_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    println!("    caller sends traceparent {caller_trace} and x-correlation-id checkout-77");
+    let res = Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>()
+        .request(
+            Request::get(format!("http://{orders}/"))
+                .header("traceparent", caller_trace)
+                .header("x-correlation-id", "checkout-77")
+                .body(Empty::new())?,
+        )
+        .await?;
+    println!(
+        "    GET orders -> {}, x-request-id {}, x-correlation-id {}",
+        res.status(),
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+        res.headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+    );
+    let res = Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>()
+        .request(
+            Request::get(format!("http://{orders}/"))
+                .header(
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                )
+                .body(Empty::new())?,
+        )
+        .await?;
+    println!(
+        "    an uppercase (invalid) traceparent -> {}: a new trace is started, the bad header goes no further",
+        res.status()
     );
 
     println!("\ntour finished in {:.1?}", started.elapsed());

@@ -21,7 +21,12 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
-#[cfg(all(feature = "config", feature = "breaker", feature = "retry"))]
+#[cfg(all(
+    feature = "config",
+    feature = "breaker",
+    feature = "retry",
+    feature = "context"
+))]
 fn tour_shows_each_step() {
     let out = run("tour", &[]);
     for expected in [
@@ -40,6 +45,13 @@ fn tour_shows_each_step() {
         "PUT -> 200 OK after 3 attempts",
         "POST -> 503 Service Unavailable after 1 attempt",
         "retries so far: 2; refused by the retry budget: 0",
+        "orders trace 4bf92f3577b34da6a3ce929d0e0e4736 span",
+        "(parent 00f067aa0ba902b7)",
+        "stock  got traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-",
+        "from orders",
+        "correlation checkout-77",
+        "x-correlation-id checkout-77",
+        "a new trace is started",
         "tour finished in",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
@@ -82,6 +94,41 @@ fn reqwest_client_example() {
     );
     assert!(
         out.contains("GET /download -> 200 OK, 1048576 bytes streamed in"),
+        "{out}"
+    );
+}
+
+#[test]
+#[cfg(feature = "otlp")]
+fn otlp_example_exports_to_its_receiver() {
+    let out = run("otlp", &[]);
+    assert!(
+        out.contains("GET /checkout -> 200 OK x-request-id="),
+        "{out}"
+    );
+    // Two server spans and one client span, all in the caller's trace.
+    let spans: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("received span"))
+        .collect();
+    assert_eq!(spans.len(), 3, "{out}");
+    assert!(
+        spans
+            .iter()
+            .all(|l| l.contains("trace=4bf92f3577b34da6a3ce929d0e0e4736")),
+        "{out}"
+    );
+    assert_eq!(
+        spans.iter().filter(|l| l.contains(" server ")).count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        spans.iter().any(|l| l.contains("parent=00f067aa0ba902b7")),
+        "{out}"
+    );
+    assert!(
+        out.contains("received metric http.server.request.duration"),
         "{out}"
     );
 }
