@@ -44,7 +44,16 @@ pub struct Config {
     pub(crate) service_name: Option<HeaderValue>,
     pub(crate) service_version: Option<HeaderValue>,
     pub(crate) traceresponse: bool,
+    /// Every header name the server layer reads, in the order
+    /// [`Scanned`](super::Scanned) numbers them, and a bit per name length
+    /// under 64: one pass over a request's headers finds which are there.
+    pub(crate) names: Vec<HeaderName>,
+    pub(crate) lengths: u64,
 }
+
+/// The most header names a configuration reads (IDs, aliases and carried
+/// headers together, beside the three W3C and two identity headers).
+pub const MAX_NAMES: usize = 59;
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,7 +67,7 @@ impl fmt::Debug for Config {
             .field("service_name", &self.service_name)
             .field("service_version", &self.service_version)
             .field("traceresponse", &self.traceresponse)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +125,43 @@ impl Config {
             service_name: None,
             service_version: None,
             traceresponse: false,
+            names: Vec::new(),
+            lengths: 0,
         }
+        .reindexed()
+    }
+
+    /// The three W3C headers, the request-ID names, the correlation-ID
+    /// names, then the carried headers.
+    fn reindexed(mut self) -> Self {
+        let mut names = vec![super::TRACEPARENT, super::TRACESTATE, super::BAGGAGE];
+        names.push(self.request_id.clone());
+        names.extend(self.request_id_aliases.iter().cloned());
+        names.push(self.correlation_id.clone());
+        names.extend(self.correlation_id_aliases.iter().cloned());
+        names.extend(self.propagate.iter().cloned());
+        // Read only from outgoing requests, to know whether to remove them.
+        names.push(SERVICE_NAME);
+        names.push(SERVICE_VERSION);
+        self.lengths = names.iter().map(|n| n.as_str().len()).fold(0, |m, len| {
+            if len < 64 {
+                m | 1 << len
+            } else {
+                m | 1 << 63
+            }
+        });
+        self.names = names;
+        self
+    }
+
+    fn check_count(self, field: &'static str, value: &str) -> Result<Self, InvalidHeader> {
+        if self.names.len() > MAX_NAMES + 5 {
+            return Err(InvalidHeader {
+                field,
+                value: format!("{value} (more than {MAX_NAMES} ID and carried headers)"),
+            });
+        }
+        Ok(self)
     }
 
     /// Whether a request's own request and correlation IDs are used (the
@@ -131,7 +176,7 @@ impl Config {
     /// The request-ID header (default `x-request-id`).
     pub fn request_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.request_id = name("request_id_header", header)?;
-        Ok(self)
+        Ok(self.reindexed())
     }
 
     /// Another header a request ID is read from when the main one is
@@ -140,13 +185,13 @@ impl Config {
     pub fn request_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.request_id_aliases
             .push(name("request_id_aliases", header)?);
-        Ok(self)
+        self.reindexed().check_count("request_id_aliases", header)
     }
 
     /// The correlation-ID header (default `x-correlation-id`).
     pub fn correlation_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.correlation_id = name("correlation_id_header", header)?;
-        Ok(self)
+        Ok(self.reindexed())
     }
 
     /// Another header a correlation ID is read from, as for
@@ -154,7 +199,8 @@ impl Config {
     pub fn correlation_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.correlation_id_aliases
             .push(name("correlation_id_aliases", header)?);
-        Ok(self)
+        self.reindexed()
+            .check_count("correlation_id_aliases", header)
     }
 
     /// A plain header carried from the inbound request to every outgoing
@@ -163,9 +209,10 @@ impl Config {
     pub fn propagate_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         let header = name("propagate_headers", header)?;
         if !self.propagate.contains(&header) {
-            self.propagate.push(header);
+            self.propagate.push(header.clone());
         }
-        Ok(self)
+        self.reindexed()
+            .check_count("propagate_headers", header.as_str())
     }
 
     /// The calling service's name and version, sent on outgoing requests as

@@ -78,7 +78,7 @@ pub mod otlp;
 pub use baggage::{Baggage, BAGGAGE_MAX_LEN, BAGGAGE_MAX_MEMBERS};
 pub use client::{ClientContext, ClientContextFuture, ClientContextLayer};
 pub use config::{
-    Config, InvalidHeader, CORRELATION_ID, MAX_ID_LEN, MAX_PROPAGATED_LEN, REQUEST_ID,
+    Config, InvalidHeader, CORRELATION_ID, MAX_ID_LEN, MAX_NAMES, MAX_PROPAGATED_LEN, REQUEST_ID,
     SERVICE_NAME, SERVICE_VERSION,
 };
 pub use server::{ServerContext, ServerContextFuture, ServerContextLayer};
@@ -137,11 +137,19 @@ impl fmt::Debug for Context {
     }
 }
 
+thread_local! {
+    /// A v7 context per thread: `Uuid::now_v7` shares one behind a global
+    /// mutex, which every request of every core would contend on. IDs stay
+    /// ordered within a thread, and by millisecond across threads.
+    static V7: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
 /// A new request ID: a UUID v7 (time-ordered, random tail from a per-thread
-/// generator, no system call).
+/// generator; the clock read is a vDSO call, not a system call).
 pub fn new_request_id() -> HeaderValue {
+    let id = V7.with(|cx| uuid::Uuid::new_v7(uuid::Timestamp::now(cx)));
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let text = id.hyphenated().encode_lower(&mut buf);
     trace::header_value(text.as_bytes())
 }
 
@@ -149,28 +157,77 @@ pub fn new_request_id() -> HeaderValue {
 /// visible ASCII characters.
 fn valid_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    (1..=MAX_ID_LEN).contains(&b.len()) && b.iter().all(|&c| (0x21..=0x7e).contains(&c))
+    // Branch-free per byte, so the check vectorises.
+    (1..=MAX_ID_LEN).contains(&b.len())
+        && b.iter()
+            .fold(true, |ok, &c| ok & (c.wrapping_sub(0x21) < 0x5e))
 }
 
-/// The one value of a header that must appear at most once; `None` when it
-/// is absent or repeated.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
-    let mut all = headers.get_all(name).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
-        return None;
+/// The configuration's headers that a request carries, found in one pass
+/// over its headers: a length check rules out most names without comparing
+/// bytes, and values are taken as the pass meets them, so no name is ever
+/// hashed and looked up.
+struct Scanned<'a> {
+    once: u64,
+    twice: u64,
+    values: [Option<&'a HeaderValue>; Scanned::KEPT],
+}
+
+impl<'a> Scanned<'a> {
+    const TRACEPARENT: usize = 0;
+    const TRACESTATE: usize = 1;
+    const BAGGAGE: usize = 2;
+    const IDS: usize = 3;
+    /// Values kept from the pass; names past these are looked up.
+    const KEPT: usize = 12;
+
+    fn new(headers: &'a HeaderMap, config: &Config) -> Self {
+        let mut scan = Scanned {
+            once: 0,
+            twice: 0,
+            values: [None; Self::KEPT],
+        };
+        for (name, value) in headers {
+            let name = name.as_str();
+            if config.lengths & (1 << name.len().min(63)) == 0 {
+                continue;
+            }
+            for (i, ours) in config.names.iter().enumerate() {
+                if ours.as_str() == name {
+                    let bit = 1u64 << i;
+                    if scan.once & bit != 0 {
+                        scan.twice |= bit;
+                    } else {
+                        scan.once |= bit;
+                        if i < Self::KEPT {
+                            scan.values[i] = Some(value);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        scan
     }
-    Some(first)
-}
 
-fn incoming_id<'a>(
-    headers: &'a HeaderMap,
-    main: &HeaderName,
-    aliases: &[HeaderName],
-) -> Option<&'a HeaderValue> {
-    std::iter::once(main)
-        .chain(aliases)
-        .find_map(|name| single(headers, name).filter(|v| valid_id(v)))
+    fn present(&self, i: usize) -> bool {
+        self.once & (1 << i) != 0
+    }
+
+    fn any_from(&self, i: usize) -> bool {
+        i < 64 && self.once >> i != 0
+    }
+
+    /// The value of name `i` when the request has it exactly once.
+    fn single(&self, headers: &'a HeaderMap, config: &Config, i: usize) -> Option<&'a HeaderValue> {
+        if !self.present(i) || self.twice & (1 << i) != 0 {
+            None
+        } else if i < Self::KEPT {
+            self.values[i]
+        } else {
+            headers.get(&config.names[i])
+        }
+    }
 }
 
 fn plain_value(v: &HeaderValue) -> bool {
@@ -200,14 +257,10 @@ impl Context {
     /// assert_eq!(cx.request_id().len(), 36); // a new UUID v7
     /// ```
     pub fn from_headers(headers: &HeaderMap, config: &Config) -> Self {
-        let parent = {
-            let mut all = headers.get_all(TRACEPARENT).iter();
-            match (all.next(), all.next()) {
-                (Some(v), None) => TraceParent::parse(v.as_bytes()).ok(),
-                // Absent, or repeated (invalid).
-                _ => None,
-            }
-        };
+        let scan = Scanned::new(headers, config);
+        let parent = scan
+            .single(headers, config, Scanned::TRACEPARENT)
+            .and_then(|v| TraceParent::parse(v.as_bytes()).ok());
         let (trace_id, parent_id, flags, tracestate) = match parent {
             Some(p) => (
                 p.trace_id,
@@ -215,35 +268,52 @@ impl Context {
                 p.flags,
                 // The Recommendation: tracestate is read only with a valid
                 // traceparent, and dropped whole when invalid.
-                parse_tracestate(headers.get_all(TRACESTATE)).ok().flatten(),
+                if scan.present(Scanned::TRACESTATE) {
+                    parse_tracestate(headers.get_all(TRACESTATE)).ok().flatten()
+                } else {
+                    None
+                },
             ),
+            // Absent, repeated or invalid: a new trace.
             None => (TraceId::random(), None, TraceFlags::SAMPLED, None),
         };
-        let baggage = Baggage::parse(headers.get_all(BAGGAGE));
+        let baggage = if scan.present(Scanned::BAGGAGE) {
+            Baggage::parse(headers.get_all(BAGGAGE))
+        } else {
+            None
+        };
+        let first_valid = |from: usize, count: usize| {
+            (from..from + count)
+                .find_map(|i| scan.single(headers, config, i).filter(|v| valid_id(v)))
+                .cloned()
+        };
+        let request_names = 1 + config.request_id_aliases.len();
+        let correlation_names = 1 + config.correlation_id_aliases.len();
         let (request_id, correlation_id) = if config.trust_incoming_ids {
             (
-                incoming_id(headers, &config.request_id, &config.request_id_aliases).cloned(),
-                incoming_id(
-                    headers,
-                    &config.correlation_id,
-                    &config.correlation_id_aliases,
-                )
-                .cloned(),
+                first_valid(Scanned::IDS, request_names),
+                first_valid(Scanned::IDS + request_names, correlation_names),
             )
         } else {
             (None, None)
         };
         let request_id = request_id.unwrap_or_else(new_request_id);
         let correlation_id = correlation_id.unwrap_or_else(|| request_id.clone());
-        let propagated = config
-            .propagate
-            .iter()
-            .filter_map(|name| {
-                single(headers, name)
-                    .filter(|v| plain_value(v))
-                    .map(|v| (name.clone(), v.clone()))
-            })
-            .collect();
+        let carried = Scanned::IDS + request_names + correlation_names;
+        let propagated = if scan.any_from(carried) {
+            config
+                .propagate
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    scan.single(headers, config, carried + i)
+                        .filter(|v| plain_value(v))
+                        .map(|v| (name.clone(), v.clone()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             inner: Arc::new(Inner {
                 trace_id,
@@ -389,42 +459,58 @@ impl Context {
         config: &Config,
     ) {
         let i = &*self.inner;
-        headers.insert(
-            TRACEPARENT,
-            trace::header_value(&trace::encode(trace_id, span_id, i.flags)),
+        // Which of our headers the request already carries (usually none):
+        // only those need removing, and absent ones cost no lookup.
+        let present = if headers.is_empty() {
+            0
+        } else {
+            Scanned::new(headers, config).once
+        };
+        // Room for what is added, in one step instead of a growth per insert.
+        headers
+            .reserve(3 + usize::from(config.service_name.is_some()) * 2 + config.propagate.len());
+        let has = |idx: usize| present & (1 << idx) != 0;
+        let mut put = |idx: usize, name: &HeaderName, value: Option<&HeaderValue>| match value {
+            Some(v) => {
+                headers.insert(name.clone(), v.clone());
+            }
+            None if has(idx) => {
+                headers.remove(name);
+            }
+            None => {}
+        };
+        put(
+            Scanned::TRACEPARENT,
+            &TRACEPARENT,
+            Some(&trace::header_value(&trace::encode(
+                trace_id, span_id, i.flags,
+            ))),
         );
-        set_or_remove(headers, TRACESTATE, i.tracestate.as_ref());
-        set_or_remove(
-            headers,
-            BAGGAGE,
+        put(Scanned::TRACESTATE, &TRACESTATE, i.tracestate.as_ref());
+        put(
+            Scanned::BAGGAGE,
+            &BAGGAGE,
             i.baggage.as_ref().map(Baggage::header_value),
         );
-        for alias in config
-            .request_id_aliases
-            .iter()
-            .chain(&config.correlation_id_aliases)
-        {
-            headers.remove(alias);
+        let request_names = 1 + config.request_id_aliases.len();
+        let correlation_names = 1 + config.correlation_id_aliases.len();
+        put(Scanned::IDS, &config.request_id, Some(&i.request_id));
+        for (k, alias) in config.request_id_aliases.iter().enumerate() {
+            put(Scanned::IDS + 1 + k, alias, None);
         }
-        headers.insert(config.request_id.clone(), i.request_id.clone());
-        headers.insert(config.correlation_id.clone(), i.correlation_id.clone());
-        for name in &config.propagate {
+        let at = Scanned::IDS + request_names;
+        put(at, &config.correlation_id, Some(&i.correlation_id));
+        for (k, alias) in config.correlation_id_aliases.iter().enumerate() {
+            put(at + 1 + k, alias, None);
+        }
+        let at = at + correlation_names;
+        for (k, name) in config.propagate.iter().enumerate() {
             let value = i.propagated.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-            set_or_remove(headers, name.clone(), value);
+            put(at + k, name, value);
         }
-        set_or_remove(headers, SERVICE_NAME, config.service_name.as_ref());
-        set_or_remove(headers, SERVICE_VERSION, config.service_version.as_ref());
-    }
-}
-
-fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<&HeaderValue>) {
-    match value {
-        Some(v) => {
-            headers.insert(name, v.clone());
-        }
-        None => {
-            headers.remove(name);
-        }
+        let at = at + config.propagate.len();
+        put(at, &SERVICE_NAME, config.service_name.as_ref());
+        put(at + 1, &SERVICE_VERSION, config.service_version.as_ref());
     }
 }
 

@@ -141,9 +141,7 @@ where
             kind: Kind::Active {
                 inner: CURRENT.scope(cx.clone(), fut.instrument(span.clone())),
                 cx,
-                traceresponse: config.traceresponse,
-                request_id: config.request_id.clone(),
-                correlation_id: config.correlation_id.clone(),
+                config: config.clone(),
                 span,
                 timing,
             },
@@ -199,9 +197,7 @@ pin_project! {
             #[pin]
             inner: TaskLocalFuture<Context, Instrumented<F>>,
             cx: Context,
-            traceresponse: bool,
-            request_id: http::HeaderName,
-            correlation_id: http::HeaderName,
+            config: Arc<Config>,
             span: Span,
             timing: Timing,
         },
@@ -232,9 +228,7 @@ where
             KindProj::Active {
                 inner,
                 cx,
-                traceresponse,
-                request_id,
-                correlation_id,
+                config,
                 span,
                 timing,
             } => {
@@ -255,9 +249,9 @@ where
                 }
                 Poll::Ready(result.map(|mut res| {
                     let headers = res.headers_mut();
-                    headers.insert(request_id.clone(), cx.request_id().clone());
-                    headers.insert(correlation_id.clone(), cx.correlation_id().clone());
-                    if *traceresponse {
+                    headers.insert(config.request_id.clone(), cx.request_id().clone());
+                    headers.insert(config.correlation_id.clone(), cx.correlation_id().clone());
+                    if config.traceresponse {
                         headers.insert(TRACERESPONSE, cx.traceparent().to_header_value());
                     }
                     res
