@@ -15,12 +15,14 @@
 //! | [`error`] | typed errors to HTTP responses (`HandleErrorLayer`) | always |
 //! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
 //! | `breaker` | circuit breakers, single or per upstream | `breaker` (default) |
+//! | `retry` | retries with backoff, jitter, a budget and body replay | `retry` (default) |
+//! | `context` | W3C trace context, request and correlation IDs, spans, OTLP | `context` (default), `otlp` |
 //! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
 //! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` (default) |
 //! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
 //!
-//! Retries, caching, trace context and service auth are being added module
-//! by module; see the README for their status.
+//! Caching and service auth are being added module by module; see the
+//! README for their status.
 //!
 //! # Server example
 //!
@@ -75,6 +77,11 @@
 //! - `config` (default): [`config::Config`], read from TOML, and
 //!   `from_config` on the stacks.
 //! - `breaker` (default): `breaker::CircuitBreakerLayer`.
+//! - `retry` (default): `retry::RetryLayer`.
+//! - `context` (default): `context::ServerContextLayer` and
+//!   `context::ClientContextLayer` (W3C trace context, request and
+//!   correlation IDs, baggage, spans).
+//! - `otlp`: `context::otlp`, OpenTelemetry export over OTLP.
 //! - `reqwest`: [`reqwest::ReqwestService`].
 //! - `full`: all of the above.
 //!
