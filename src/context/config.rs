@@ -48,7 +48,9 @@ pub struct Config {
     /// [`Scanned`](super::Scanned) numbers them, and a bit per name length
     /// under 64: one pass over a request's headers finds which are there.
     pub(crate) names: Vec<HeaderName>,
-    pub(crate) lengths: u64,
+    /// For each name length (63 for 63 and longer), the indices in `names`
+    /// of that length, as bits.
+    pub(crate) by_len: Box<[u64; 64]>,
 }
 
 /// The most header names a configuration reads (IDs, aliases and carried
@@ -126,7 +128,7 @@ impl Config {
             service_version: None,
             traceresponse: false,
             names: Vec::new(),
-            lengths: 0,
+            by_len: Box::new([0; 64]),
         }
         .reindexed()
     }
@@ -143,13 +145,11 @@ impl Config {
         // Read only from outgoing requests, to know whether to remove them.
         names.push(SERVICE_NAME);
         names.push(SERVICE_VERSION);
-        self.lengths = names.iter().map(|n| n.as_str().len()).fold(0, |m, len| {
-            if len < 64 {
-                m | 1 << len
-            } else {
-                m | 1 << 63
-            }
-        });
+        let mut by_len = [0u64; 64];
+        for (i, n) in names.iter().enumerate().take(64) {
+            by_len[n.as_str().len().min(63)] |= 1 << i;
+        }
+        *self.by_len = by_len;
         self.names = names;
         self
     }

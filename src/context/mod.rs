@@ -189,11 +189,11 @@ impl<'a> Scanned<'a> {
         };
         for (name, value) in headers {
             let name = name.as_str();
-            if config.lengths & (1 << name.len().min(63)) == 0 {
-                continue;
-            }
-            for (i, ours) in config.names.iter().enumerate() {
-                if ours.as_str() == name {
+            let mut candidates = config.by_len[name.len().min(63)];
+            while candidates != 0 {
+                let i = candidates.trailing_zeros() as usize;
+                candidates &= candidates - 1;
+                if config.names[i].as_str() == name {
                     let bit = 1u64 << i;
                     if scan.once & bit != 0 {
                         scan.twice |= bit;

@@ -185,25 +185,39 @@ impl fmt::Display for TraceParentError {
 
 impl std::error::Error for TraceParentError {}
 
-/// The value of a lowercase hex digit, or 0xff.
-const fn unhex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => 0xff,
+/// The value of each byte as a lowercase hex digit, or 0xff.
+const UNHEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
-fn decode_hex<const N: usize>(src: &[u8]) -> Result<[u8; N], TraceParentError> {
-    let mut out = [0u8; N];
+/// Decodes `M = 2 * N` lowercase hex digits. Fixed sizes let the compiler
+/// unroll and vectorise the loop.
+fn decode_hex<const N: usize, const M: usize>(src: &[u8]) -> Result<[u8; N], TraceParentError> {
+    let src: &[u8; M] = src.try_into().map_err(|_| TraceParentError::Length)?;
+    let mut digits = [0u8; M];
     let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
-        let (hi, lo) = (unhex(pair[0]), unhex(pair[1]));
-        bad |= (hi | lo) & 0xf0;
-        *o = (hi << 4) | (lo & 0xf);
+    for (d, &c) in digits.iter_mut().zip(src) {
+        *d = UNHEX[usize::from(c)];
+        bad |= *d;
     }
-    if bad != 0 {
+    // Every valid digit is below 16; an invalid one sets the high bits.
+    if bad & 0xf0 != 0 {
         return Err(TraceParentError::NotLowerHex);
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *o = (pair[0] << 4) | pair[1];
     }
     Ok(out)
 }
@@ -243,7 +257,7 @@ impl TraceParent {
         if v.len() < TRACEPARENT_LEN {
             return Err(TraceParentError::Length);
         }
-        let [version] = decode_hex::<1>(&v[..2])?;
+        let [version] = decode_hex::<1, 2>(&v[..2])?;
         if version == 0xff {
             return Err(TraceParentError::ForbiddenVersion);
         }
@@ -256,9 +270,9 @@ impl TraceParent {
         if v.len() > TRACEPARENT_LEN && v[TRACEPARENT_LEN] != b'-' {
             return Err(TraceParentError::Delimiter);
         }
-        let trace_id = decode_hex::<16>(&v[3..35])?;
-        let parent_id = decode_hex::<8>(&v[36..52])?;
-        let [flags] = decode_hex::<1>(&v[53..55])?;
+        let trace_id = decode_hex::<16, 32>(&v[3..35])?;
+        let parent_id = decode_hex::<8, 16>(&v[36..52])?;
+        let [flags] = decode_hex::<1, 2>(&v[53..55])?;
         Ok(Self {
             trace_id: TraceId::from_bytes(trace_id).ok_or(TraceParentError::ZeroTraceId)?,
             parent_id: SpanId::from_bytes(parent_id).ok_or(TraceParentError::ZeroParentId)?,
