@@ -2,6 +2,8 @@
 //! axum server on 127.0.0.1, on tokio's paused clock (backoff sleeps take
 //! no real time).
 
+#![cfg(all(feature = "retry", feature = "breaker"))]
+
 mod support;
 
 use axum::{
