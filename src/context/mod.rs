@@ -157,10 +157,28 @@ pub fn new_request_id() -> HeaderValue {
 /// visible ASCII characters.
 fn valid_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    // Branch-free per byte, so the check vectorises.
-    (1..=MAX_ID_LEN).contains(&b.len())
-        && b.iter()
-            .fold(true, |ok, &c| ok & (c.wrapping_sub(0x21) < 0x5e))
+    (1..=MAX_ID_LEN).contains(&b.len()) && visible_ascii(b)
+}
+
+/// Whether every byte is visible ASCII (0x21 to 0x7e), eight at a time.
+fn visible_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let v = u64::from_le_bytes(w);
+        // Below 0x80 first, so adding at most 0x5f never carries across bytes.
+        let at_least = |lo: u64| v + ONES * (0x80 - lo);
+        if v & HIGH != 0 || at_least(0x21) & !at_least(0x7f) & HIGH != HIGH {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&c| (0x21..=0x7e).contains(&c))
 }
 
 /// The configuration's headers that a request carries, found in one pass

@@ -437,3 +437,15 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn visible_ascii_matches_the_byte_by_byte_check(
+        bytes in proptest::collection::vec(prop_oneof![20 => 0x21u8..=0x7e, 1 => any::<u8>(), 1 => Just(0x20u8), 1 => Just(0x7fu8)], 0..40)
+    ) {
+        prop_assert_eq!(
+            super::visible_ascii(&bytes),
+            bytes.iter().all(|&c| (0x21..=0x7e).contains(&c))
+        );
+    }
+}

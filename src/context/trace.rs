@@ -201,25 +201,54 @@ const UNHEX: [u8; 256] = {
     t
 };
 
-/// Decodes `M = 2 * N` lowercase hex digits. Fixed sizes let the compiler
-/// unroll and vectorise the loop.
+/// Decodes `M = 2 * N` lowercase hex digits: eight at a time as one `u64`
+/// when `M` is a multiple of 8 (the IDs), one at a time otherwise.
 fn decode_hex<const N: usize, const M: usize>(src: &[u8]) -> Result<[u8; N], TraceParentError> {
     let src: &[u8; M] = src.try_into().map_err(|_| TraceParentError::Length)?;
-    let mut digits = [0u8; M];
+    let mut out = [0u8; N];
+    if M % 8 == 0 {
+        for (o, chunk) in out.chunks_exact_mut(4).zip(src.chunks_exact(8)) {
+            let word = u64::from_le_bytes(chunk.try_into().map_err(|_| TraceParentError::Length)?);
+            o.copy_from_slice(&decode8(word).ok_or(TraceParentError::NotLowerHex)?);
+        }
+        return Ok(out);
+    }
     let mut bad = 0u8;
-    for (d, &c) in digits.iter_mut().zip(src) {
-        *d = UNHEX[usize::from(c)];
-        bad |= *d;
+    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+        let (hi, lo) = (UNHEX[usize::from(pair[0])], UNHEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0xf);
     }
     // Every valid digit is below 16; an invalid one sets the high bits.
     if bad & 0xf0 != 0 {
         return Err(TraceParentError::NotLowerHex);
     }
-    let mut out = [0u8; N];
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *o = (pair[0] << 4) | pair[1];
-    }
     Ok(out)
+}
+
+/// Eight lowercase hex digits (first digit in the lowest byte) to four
+/// bytes, or `None` if any is not `0-9a-f`. Every byte is range-checked at
+/// once: adding `0x80 - lo` sets a byte's high bit exactly when it is at
+/// least `lo` (no carry crosses bytes, as each byte is below 0x80 first).
+fn decode8(v: u64) -> Option<[u8; 4]> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if v & HIGH != 0 {
+        return None;
+    }
+    let at_least = |lo: u64| v + ONES * (0x80 - lo);
+    let digit = at_least(b'0' as u64) & !at_least(b'9' as u64 + 1) & HIGH;
+    let letter = at_least(b'a' as u64) & !at_least(b'f' as u64 + 1) & HIGH;
+    if digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' have their value in the low nibble; 'a'..'f' have 1..6.
+    let nibbles = (v & (ONES * 0x0f)) + (letter >> 7) * 9;
+    // Pair the digits: byte 2i = high << 4 | low.
+    let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let packed = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    let packed = (packed | (packed >> 16)) & 0xffff_ffff;
+    Some((packed as u32).to_le_bytes())
 }
 
 /// The length of a version-00 `traceparent`.
