@@ -180,19 +180,7 @@ where
             KindProj::Passthrough { inner } => inner.poll(task),
             KindProj::Active { inner, span } => {
                 let result = ready!(inner.poll(task));
-                match &result {
-                    Ok(res) => {
-                        let status = res.status();
-                        span.record("http.response.status_code", status.as_u16());
-                        if status.is_server_error() {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                    }
-                    Err(e) => {
-                        span.record("otel.status_code", "ERROR");
-                        tracing::event!(parent: &*span, tracing::Level::WARN, error = %e, "call failed");
-                    }
-                }
+                super::record_outcome(span, &result, "call failed");
                 Poll::Ready(result)
             }
         }

@@ -532,6 +532,28 @@ impl Context {
     }
 }
 
+/// Records a call's outcome on its span: the status code, `ERROR` for a
+/// 5xx or an error, and a warning event with the error.
+fn record_outcome<B, E: fmt::Display>(
+    span: &tracing::Span,
+    result: &Result<http::Response<B>, E>,
+    what: &'static str,
+) {
+    match result {
+        Ok(res) => {
+            let status = res.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            tracing::event!(parent: span, tracing::Level::WARN, error = %e, "{what}");
+        }
+    }
+}
+
 tokio::task_local! {
     static CURRENT: Context;
 }

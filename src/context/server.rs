@@ -234,19 +234,7 @@ where
             } => {
                 let result = ready!(inner.poll(task));
                 finish_timing(timing, result.as_ref().ok().map(|r| r.status().as_u16()));
-                match &result {
-                    Ok(res) => {
-                        let status = res.status();
-                        span.record("http.response.status_code", status.as_u16());
-                        if status.is_server_error() {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                    }
-                    Err(e) => {
-                        span.record("otel.status_code", "ERROR");
-                        tracing::event!(parent: &*span, tracing::Level::WARN, error = %e, "request failed");
-                    }
-                }
+                super::record_outcome(span, &result, "request failed");
                 Poll::Ready(result.map(|mut res| {
                     let headers = res.headers_mut();
                     headers.insert(config.request_id.clone(), cx.request_id().clone());

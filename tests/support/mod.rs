@@ -218,18 +218,25 @@ pub struct Process {
 }
 
 impl Process {
-    /// Sends SIGTERM and waits (bounded: 20 s) for a graceful exit.
+    /// Sends SIGTERM and waits for a graceful exit, bounded: a watchdog
+    /// kills the process if it has not exited 20 s later (then `None`).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let (exited, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watch.recv_timeout(Duration::from_secs(20)).is_err();
+            if timed_out {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
             }
-            std::thread::sleep(Duration::from_millis(100));
+            timed_out
+        });
+        let status = self.child.wait().ok();
+        let _ = exited.send(());
+        match watchdog.join() {
+            Ok(false) => status,
+            _ => None,
         }
-        None
     }
 }
 
