@@ -14,7 +14,7 @@
 
 mod support;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use std::hint::black_box;
@@ -150,6 +150,15 @@ fn layers(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same pair on the inbound request: its `x-request-id` is kept, so
+    // nothing is minted (the like of `ours_server_propagating`).
+    group.bench_function("peer_tower_http_request_id_inbound", |b| {
+        b.to_async(&rt).iter_batched(
+            inbound,
+            |req| tower_http.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 
     // Like with like: the same request, built outside the count.
@@ -168,4 +177,78 @@ fn layers(c: &mut Criterion) {
 }
 
 criterion_group!(benches, propagate, layers);
-criterion_main!(benches);
+
+/// With `CONTEXT_COUNT=<bench>` set, runs 10 000 calls of one layer bench
+/// (requests built beforehand; `service_fn_bare` is the baseline on the bare
+/// request the minting benches send) inside `counted`, for an instruction count
+/// that does not move with the machine's load:
+///
+/// ```text
+/// CONTEXT_COUNT=ours_server_minting valgrind --tool=callgrind \
+///     --toggle-collect='*counted*' target/release/deps/context-<hash>
+/// ```
+///
+/// Instructions per call are the total divided by 10 000.
+fn count(which: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let tower_http = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            x_request_id.clone(),
+            MakeRequestUuid,
+        ))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        .service(service_fn(handler));
+    let server = ServerContextLayer::new(Config::new()).layer(service_fn(handler));
+    let both = ServiceBuilder::new()
+        .layer(ServerContextLayer::new(Config::new()))
+        .layer(ClientContextLayer::new(
+            Config::new().service("bench", "1.0.0"),
+        ))
+        .service(service_fn(handler));
+    let bare = service_fn(handler);
+    const N: usize = 10_000;
+    let make: fn() -> Request<()> = match which {
+        "ours_server_minting" | "peer_tower_http_request_id_propagate" | "service_fn_bare" => {
+            request
+        }
+        _ => inbound,
+    };
+    let reqs: Vec<_> = (0..N).map(|_| make()).collect();
+    match which {
+        "service_fn" | "service_fn_bare" => counted(&rt, reqs, |r| bare.oneshot(r)),
+        "ours_server_propagating" | "ours_server_minting" => {
+            counted(&rt, reqs, |r| server.clone().oneshot(r))
+        }
+        "ours_server_plus_client" => counted(&rt, reqs, |r| both.clone().oneshot(r)),
+        "peer_tower_http_request_id_propagate" | "peer_tower_http_request_id_inbound" => {
+            counted(&rt, reqs, |r| tower_http.clone().oneshot(r))
+        }
+        other => panic!("CONTEXT_COUNT: no bench {other:?}"),
+    }
+}
+
+#[inline(never)]
+fn counted<F, Fut>(rt: &tokio::runtime::Runtime, reqs: Vec<Request<()>>, mut f: F)
+where
+    F: FnMut(Request<()>) -> Fut,
+    Fut: std::future::Future,
+{
+    rt.block_on(async {
+        for req in reqs {
+            black_box(f(req).await);
+        }
+    })
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("CONTEXT_COUNT") {
+        count(&which);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

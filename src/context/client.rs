@@ -12,7 +12,7 @@ use std::{
 };
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::{field, instrument::Instrumented, Instrument, Span};
+use tracing::{field, Span};
 
 /// Writes the current [`Context`] into every outgoing request, under a
 /// client span; see the [module docs](super).
@@ -130,10 +130,7 @@ where
             self.inner.call(req)
         };
         ClientContextFuture {
-            kind: Kind::Active {
-                inner: fut.instrument(span.clone()),
-                span,
-            },
+            kind: Kind::Active { inner: fut, span },
         }
     }
 }
@@ -149,9 +146,10 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
+        // `poll` enters the span itself: one span in the future, not two.
         Active {
             #[pin]
-            inner: Instrumented<F>,
+            inner: F,
             span: Span,
         },
         Passthrough {
@@ -179,7 +177,7 @@ where
         match self.project().kind.project() {
             KindProj::Passthrough { inner } => inner.poll(task),
             KindProj::Active { inner, span } => {
-                let result = ready!(inner.poll(task));
+                let result = ready!(span.in_scope(|| inner.poll(task)));
                 super::record_outcome(span, &result, "call failed");
                 Poll::Ready(result)
             }

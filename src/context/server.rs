@@ -1,6 +1,6 @@
 //! The server layer: reads the context of every inbound request.
 
-use super::{otel_ids, Config, Context, CURRENT, TRACERESPONSE};
+use super::{otel_ids, with_scope, Config, Context, TRACERESPONSE};
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use std::{
@@ -10,10 +10,9 @@ use std::{
     sync::Arc,
     task::{ready, Poll},
 };
-use tokio::task::futures::TaskLocalFuture;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::{field, instrument::Instrumented, Instrument, Span};
+use tracing::{field, Span};
 
 /// Gives every inbound request a [`Context`] and a span; see the
 /// [module docs](super).
@@ -133,13 +132,14 @@ where
         span.record("trace_id", field::display(cx.trace_id()));
         span.record("span_id", field::display(cx.span_id()));
         req.extensions_mut().insert(cx.clone());
+        let mut cx = Some(cx);
         let fut = {
             let _entered = span.enter();
-            CURRENT.sync_scope(cx.clone(), || self.inner.call(req))
+            with_scope(&mut cx, || self.inner.call(req))
         };
         ServerContextFuture {
             kind: Kind::Active {
-                inner: CURRENT.scope(cx.clone(), fut.instrument(span.clone())),
+                inner: fut,
                 cx,
                 config: config.clone(),
                 span,
@@ -193,10 +193,14 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
+        // The span is entered and the context put in scope by `poll` itself
+        // rather than by `Instrumented` and `TaskLocalFuture` wrappers: the
+        // future is smaller (one span, one context) and is moved for less.
         Active {
             #[pin]
-            inner: TaskLocalFuture<Context, Instrumented<F>>,
-            cx: Context,
+            inner: F,
+            // Always `Some` outside `poll`: swapped into scope while polling.
+            cx: Option<Context>,
             config: Arc<Config>,
             span: Span,
             timing: Timing,
@@ -232,9 +236,15 @@ where
                 span,
                 timing,
             } => {
-                let result = ready!(inner.poll(task));
+                let result = {
+                    let _entered = span.enter();
+                    ready!(with_scope(cx, || inner.poll(task)))
+                };
                 finish_timing(timing, result.as_ref().ok().map(|r| r.status().as_u16()));
                 super::record_outcome(span, &result, "request failed");
+                let Some(cx) = cx.take() else {
+                    return Poll::Ready(result);
+                };
                 Poll::Ready(result.map(|mut res| {
                     let headers = res.headers_mut();
                     headers.insert(config.request_id.clone(), cx.request_id().clone());

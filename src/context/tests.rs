@@ -316,12 +316,70 @@ fn ids_are_taken_when_trusted_and_valid() {
 
 #[test]
 fn request_ids_are_uuid_v7_and_ordered() {
-    let a = new_request_id();
-    let b = new_request_id();
-    let ua = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
-    let ub = uuid::Uuid::parse_str(b.to_str().unwrap()).unwrap();
-    assert_eq!(ua.get_version_num(), 7);
-    assert!(ua < ub);
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let ids: Vec<uuid::Uuid> = (0..10_000)
+        .map(|_| {
+            let id = new_request_id();
+            let text = id.to_str().unwrap();
+            let parsed = uuid::Uuid::parse_str(text).unwrap();
+            // The canonical text, lowercase and hyphenated.
+            assert_eq!(parsed.hyphenated().to_string(), text);
+            parsed
+        })
+        .collect();
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    for pair in ids.windows(2) {
+        assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+    }
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        let ms = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
+        // A counter overflow may borrow a millisecond or two, never more.
+        assert!(ms >= before.as_millis() && ms <= after.as_millis() + 2);
+    }
+}
+
+#[test]
+fn request_id_counter_follows_the_rfc() {
+    let start = V7State { ms: 0, counter: 0 };
+    // A new millisecond starts from the seed, with the counter's top bit clear.
+    let a = start.next(1_000, u64::MAX);
+    assert_eq!(
+        a,
+        V7State {
+            ms: 1_000,
+            counter: (1 << 41) - 1
+        }
+    );
+    // The same millisecond counts on.
+    assert_eq!(
+        a.next(1_000, 5),
+        V7State {
+            ms: 1_000,
+            counter: 1 << 41
+        }
+    );
+    // A clock that steps back keeps the last millisecond and counts on.
+    assert_eq!(a.next(900, 5).ms, 1_000);
+    // A full counter borrows the next millisecond.
+    let full = V7State {
+        ms: 7,
+        counter: (1 << 42) - 1,
+    };
+    assert_eq!(full.next(7, 3), V7State { ms: 8, counter: 3 });
+    // Layout: version 7, variant 10, the 48-bit time first.
+    let id = uuid::Uuid::from_bytes(
+        V7State {
+            ms: 0x0123_4567_89ab,
+            counter: (1 << 42) - 1,
+        }
+        .uuid(0),
+    );
+    assert_eq!(id.get_version_num(), 7);
+    assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+    assert_eq!(id.to_string(), "01234567-89ab-7fff-bfff-ffff00000000");
 }
 
 #[test]
@@ -367,6 +425,25 @@ fn inject_writes_validated_headers_and_replaces_callers() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever the clock does (stands still, jumps, steps back), one
+    /// thread's request IDs only grow.
+    #[test]
+    fn request_ids_grow_whatever_the_clock_does(
+        steps in proptest::collection::vec((0u64..1 << 47, any::<u64>(), any::<u32>()), 1..200),
+        counter_start in 0u64..1 << 42,
+    ) {
+        let mut state = V7State { ms: steps[0].0, counter: counter_start };
+        let mut last = u128::from_be_bytes(state.uuid(0));
+        for (now, seed, random) in steps {
+            state = state.next(now, seed);
+            let id = u128::from_be_bytes(state.uuid(random));
+            prop_assert!(id > last);
+            prop_assert_eq!((id >> 76) & 0xf, 7);
+            prop_assert_eq!((id >> 62) & 0x3, 0b10);
+            last = id | 0xffff_ffff;
+        }
+    }
 
     #[test]
     fn traceparent_never_panics_and_accepts_only_what_it_can_write(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
@@ -448,4 +525,75 @@ proptest! {
             bytes.iter().all(|&c| (0x21..=0x7e).contains(&c))
         );
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn scopes_nest_follow_their_future_and_restore() {
+    assert!(current().is_none());
+    let outer = Context::new_root();
+    let inner = Context::new_root();
+    let (o, i) = (outer.trace_id(), inner.trace_id());
+    let seen = scope(outer, async move {
+        let before = current().unwrap().trace_id();
+        let during = scope(inner, async {
+            // Across an await point the context stays.
+            tokio::task::yield_now().await;
+            current().unwrap().trace_id()
+        })
+        .await;
+        let after = current().unwrap().trace_id();
+        (before, during, after)
+    })
+    .await;
+    assert_eq!(seen, (o, i, o));
+    // Another future polled on the same thread between this one's polls
+    // does not see it.
+    let cx = Context::new_root();
+    let scoped = scope(cx, async {
+        tokio::task::yield_now().await;
+        current().map(|cx| cx.trace_id())
+    });
+    let other = async {
+        tokio::task::yield_now().await;
+        current()
+    };
+    let (mine, theirs) = tokio::join!(scoped, other);
+    assert!(mine.is_some());
+    assert!(theirs.is_none());
+    assert!(current().is_none());
+}
+
+#[test]
+fn a_scope_is_restored_when_its_future_panics_and_seen_while_it_drops() {
+    struct SeesContext(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for SeesContext {
+        fn drop(&mut self) {
+            self.0
+                .store(current().is_some(), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(scope(Context::new_root(), async {
+            panic!("handler panicked");
+        }))
+    }));
+    assert!(panicked.is_err());
+    assert!(current().is_none());
+    // Dropped before completion: the future's destructors run in scope.
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guard = SeesContext(flag.clone());
+    let fut = scope(Context::new_root(), async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
+    rt.block_on(async {
+        let mut fut = Box::pin(fut);
+        let _ = futures_util::poll!(fut.as_mut());
+        drop(fut);
+    });
+    assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(current().is_none());
 }
