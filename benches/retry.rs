@@ -7,7 +7,7 @@
 mod support;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use http::{Method, Request, Response};
 use http_body_util::{Empty, Full};
 use std::{convert::Infallible, future::Ready, hint::black_box};
@@ -140,4 +140,55 @@ fn success_path(c: &mut Criterion) {
 }
 
 criterion_group!(benches, success_path);
-criterion_main!(benches);
+
+/// With `RETRY_COUNT=<bench>` set (`service_fn`, `peer_tower_retry_minimal_policy`
+/// or `ours_get`), runs 10 000 GETs (built beforehand) through that service
+/// inside `counted`, for an instruction count that does not move with the
+/// machine's load:
+///
+/// ```text
+/// RETRY_COUNT=ours_get valgrind --tool=callgrind \
+///     --toggle-collect='retry::counted' target/release/deps/retry-<hash>
+/// ```
+///
+/// Instructions per call are the total divided by 10 000.
+fn count(which: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = service_fn(handler::<Empty<Bytes>>);
+    let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
+    let ours = RetryLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    let reqs: Vec<_> = (0..10_000).map(|_| get()).collect();
+    match which {
+        "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),
+        "peer_tower_retry_minimal_policy" => counted(&rt, reqs, |r| tower_retry.clone().oneshot(r)),
+        "ours_get" => counted(&rt, reqs, |r| ours.clone().oneshot(r)),
+        other => panic!("RETRY_COUNT: no bench {other:?}"),
+    }
+}
+
+#[inline(never)]
+fn counted<F, Fut>(rt: &tokio::runtime::Runtime, reqs: Vec<Request<Empty<Bytes>>>, mut f: F)
+where
+    F: FnMut(Request<Empty<Bytes>>) -> Fut,
+    Fut: std::future::Future,
+{
+    rt.block_on(async {
+        for req in reqs {
+            black_box(f(req).await);
+        }
+    })
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("RETRY_COUNT") {
+        count(&which);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
