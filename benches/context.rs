@@ -15,11 +15,12 @@
 mod support;
 
 use criterion::{criterion_group, BatchSize, Criterion};
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use std::convert::Infallible;
 use std::hint::black_box;
 use support::{allocs, handler, request};
-use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_shield::context::{ClientContextLayer, Config, Context, ServerContextLayer};
 
@@ -95,11 +96,15 @@ fn propagate(c: &mut Criterion) {
     group.finish();
 }
 
-fn layers(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// What the layer benches call: a bare `service_fn`, our server layer, our
+/// server and client layers, and tower-http's request-id pair, each over
+/// the same handler.
+fn services() -> (
+    impl LayerBench + Copy,
+    impl LayerBench,
+    impl LayerBench,
+    impl LayerBench,
+) {
     let bare = service_fn(handler);
     let server = ServerContextLayer::new(Config::new()).layer(service_fn(handler));
     let both = ServiceBuilder::new()
@@ -116,6 +121,26 @@ fn layers(c: &mut Criterion) {
         ))
         .layer(PropagateRequestIdLayer::new(x_request_id))
         .service(service_fn(handler));
+    (bare, server, both, tower_http)
+}
+
+/// A service the layer benches can clone and call.
+trait LayerBench:
+    Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone
+{
+}
+
+impl<S> LayerBench for S where
+    S: Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone
+{
+}
+
+fn layers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (bare, server, both, tower_http) = services();
 
     let mut group = c.benchmark_group("context/layers");
     group.bench_function("service_fn", |b| {
@@ -185,7 +210,7 @@ criterion_group!(benches, propagate, layers);
 ///
 /// ```text
 /// CONTEXT_COUNT=ours_server_minting valgrind --tool=callgrind \
-///     --toggle-collect='*counted*' target/release/deps/context-<hash>
+///     --toggle-collect='context::counted' target/release/deps/context-<hash>
 /// ```
 ///
 /// Instructions per call are the total divided by 10 000.
@@ -194,22 +219,7 @@ fn count(which: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let x_request_id = HeaderName::from_static("x-request-id");
-    let tower_http = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(
-            x_request_id.clone(),
-            MakeRequestUuid,
-        ))
-        .layer(PropagateRequestIdLayer::new(x_request_id))
-        .service(service_fn(handler));
-    let server = ServerContextLayer::new(Config::new()).layer(service_fn(handler));
-    let both = ServiceBuilder::new()
-        .layer(ServerContextLayer::new(Config::new()))
-        .layer(ClientContextLayer::new(
-            Config::new().service("bench", "1.0.0"),
-        ))
-        .service(service_fn(handler));
-    let bare = service_fn(handler);
+    let (bare, server, both, tower_http) = services();
     const N: usize = 10_000;
     let make: fn() -> Request<()> = match which {
         "ours_server_minting" | "peer_tower_http_request_id_propagate" | "service_fn_bare" => {

@@ -14,65 +14,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field, Span};
 
-/// Writes the current [`Context`] into every outgoing request, under a
-/// client span; see the [module docs](super).
-#[derive(Debug, Clone)]
-pub struct ClientContextLayer {
-    config: Option<Arc<Config>>,
-}
-
-impl ClientContextLayer {
-    /// The layer with these settings.
-    pub fn new(config: Config) -> Self {
-        Self {
-            config: Some(Arc::new(config)),
-        }
-    }
-
-    /// A layer whose services pass requests through untouched, for a stack
-    /// whose context settings are optional (the sidecar's `[context]`).
-    pub fn pass_through() -> Self {
-        Self { config: None }
-    }
-
-    /// A layer with these settings, or one that passes requests through.
-    pub fn optional(config: Option<Config>) -> Self {
-        Self {
-            config: config.map(Arc::new),
-        }
-    }
-
-    /// The layer's settings (`None` for a pass-through layer).
-    pub fn config(&self) -> Option<&Config> {
-        self.config.as_deref()
-    }
-}
-
-impl<S> Layer<S> for ClientContextLayer {
-    type Service = ClientContext<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientContext {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The service [`ClientContextLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct ClientContext<S> {
-    inner: S,
-    // `None` in a stack built without context: a pass-through.
-    config: Option<Arc<Config>>,
-}
-
-impl<S> ClientContext<S> {
-    pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
-        Self { inner, config }
-    }
-
-    define_inner_service_accessors!();
+context_layer! {
+    /// Writes the current [`Context`] into every outgoing request, under a
+    /// client span; see the [module docs](super).
+    ClientContextLayer => ClientContext
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientContext<S>

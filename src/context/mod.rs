@@ -67,6 +67,75 @@
 //! has the caller's span as parent, and the client span's ID is the
 //! `parent-id` the next service sees.
 
+/// A context layer and its service: the layer holds the settings (or none,
+/// for a pass-through), and the service the inner service beside them. The
+/// server and client layers differ only in their `call`.
+macro_rules! context_layer {
+    ($(#[$doc:meta])* $layer:ident => $service:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $layer {
+            config: Option<Arc<Config>>,
+        }
+
+        impl $layer {
+            /// The layer with these settings.
+            pub fn new(config: Config) -> Self {
+                Self {
+                    config: Some(Arc::new(config)),
+                }
+            }
+
+            /// A layer whose services pass requests through untouched, for a
+            /// stack whose context settings are optional (the sidecar's
+            /// `[context]`).
+            pub fn pass_through() -> Self {
+                Self { config: None }
+            }
+
+            /// A layer with these settings, or one that passes requests
+            /// through.
+            pub fn optional(config: Option<Config>) -> Self {
+                Self {
+                    config: config.map(Arc::new),
+                }
+            }
+
+            /// The layer's settings (`None` for a pass-through layer).
+            pub fn config(&self) -> Option<&Config> {
+                self.config.as_deref()
+            }
+        }
+
+        impl<S> Layer<S> for $layer {
+            type Service = $service<S>;
+
+            fn layer(&self, inner: S) -> Self::Service {
+                $service {
+                    inner,
+                    config: self.config.clone(),
+                }
+            }
+        }
+
+        #[doc = concat!("The service [`", stringify!($layer), "`] builds.")]
+        #[derive(Debug, Clone)]
+        pub struct $service<S> {
+            inner: S,
+            // `None` in a stack built without context: a pass-through.
+            config: Option<Arc<Config>>,
+        }
+
+        impl<S> $service<S> {
+            pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
+                Self { inner, config }
+            }
+
+            define_inner_service_accessors!();
+        }
+    };
+}
+
 mod baggage;
 mod client;
 mod config;

@@ -14,66 +14,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{field, Span};
 
-/// Gives every inbound request a [`Context`] and a span; see the
-/// [module docs](super).
-#[derive(Debug, Clone)]
-pub struct ServerContextLayer {
-    config: Option<Arc<Config>>,
-}
-
-impl ServerContextLayer {
-    /// The layer with these settings.
-    pub fn new(config: Config) -> Self {
-        Self {
-            config: Some(Arc::new(config)),
-        }
-    }
-
-    /// A layer whose services pass requests through untouched, for a stack
-    /// whose context settings are optional (the sidecar's `[context]`).
-    pub fn pass_through() -> Self {
-        Self { config: None }
-    }
-
-    /// A layer with these settings, or one that passes requests through.
-    pub fn optional(config: Option<Config>) -> Self {
-        Self {
-            config: config.map(Arc::new),
-        }
-    }
-
-    /// The layer's settings (`None` for a pass-through layer).
-    pub fn config(&self) -> Option<&Config> {
-        self.config.as_deref()
-    }
-}
-
-impl<S> Layer<S> for ServerContextLayer {
-    type Service = ServerContext<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ServerContext {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The service [`ServerContextLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct ServerContext<S> {
-    inner: S,
-    // `None` in a stack built without context: the service passes requests
-    // straight through.
-    config: Option<Arc<Config>>,
-}
-
-impl<S> ServerContext<S> {
-    pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
-        Self { inner, config }
-    }
-
-    define_inner_service_accessors!();
+context_layer! {
+    /// Gives every inbound request a [`Context`] and a span; see the
+    /// [module docs](super).
+    ServerContextLayer => ServerContext
 }
 
 /// Shows a header value known to be visible ASCII, without a copy.
