@@ -13,7 +13,7 @@ mod support;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
-use std::{io::Write, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 use support::*;
 
 type ReqBody = BoxBody<Bytes, std::io::Error>;
@@ -230,13 +230,11 @@ async fn unreachable_upstream_is_502_and_the_next_request_is_served() {
 #[tokio::test]
 async fn slow_upstream_is_504_and_the_next_request_is_served() {
     let upstream = serve(upstream()).await;
-    let mut file = tempfile("timeout");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\""
-    )
-    .unwrap();
-    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let file = ConfigFile::new(
+        "timeout",
+        &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\""),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
     let client = hyper_client::<ReqBody>();
     let base = format!("http://{}", sidecar.addr.unwrap());
     // `/pending` never answers, so only the sidecar's timer can end it.
@@ -284,11 +282,13 @@ async fn health_endpoint_is_served_by_the_sidecar() {
 #[tokio::test]
 async fn flags_override_the_file() {
     let upstream = serve(upstream()).await;
-    let mut file = tempfile("override");
-    writeln!(file.1, "[sidecar]\nupstream = \"http://{}\"", closed_port()).unwrap();
+    let file = ConfigFile::new(
+        "override",
+        &format!("[sidecar]\nupstream = \"http://{}\"\n", closed_port()),
+    );
     let sidecar = start_sidecar(&[
         "--config",
-        file.0.to_str().unwrap(),
+        file.path(),
         "--upstream",
         &format!("http://{upstream}"),
     ]);
@@ -305,10 +305,40 @@ async fn flags_override_the_file() {
     );
 }
 
-fn tempfile(tag: &str) -> (std::path::PathBuf, std::fs::File) {
-    let path = std::env::temp_dir().join(format!("tower-shield-{tag}-{}.toml", std::process::id()));
-    let file = std::fs::File::create(&path).unwrap();
-    (path, file)
+/// A sidecar configuration file in the temporary directory, removed when
+/// dropped.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(tag: &str, text: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("tower-shield-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs a sidecar that is expected to refuse to start: its exit code and
+/// what it printed on standard error.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(example_bin("sidecar"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -336,19 +366,13 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
         ("", "no upstream"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
-        let (path, mut file) = tempfile(&format!("bad{i}"));
-        file.write_all(text.as_bytes()).unwrap();
-        let out = Command::new(example_bin("sidecar"))
-            .args(["--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        let file = ConfigFile::new(&format!("bad{i}"), text);
+        let (code, stderr) = refused(&["--config", file.path()]);
+        assert_eq!(code, Some(2), "{text:?}: {stderr}");
         assert!(
             stderr.contains(expected),
             "{text:?}: expected {expected:?} in {stderr}"
         );
-        let _ = std::fs::remove_file(path);
     }
     for (args, expected) in [
         (&["--listen", "nowhere"][..], "--listen \"nowhere\""),
@@ -359,12 +383,8 @@ fn malformed_config_names_the_problem_and_exits_non_zero() {
         ),
         (&["--upstream"][..], "--upstream needs a value"),
     ] {
-        let out = Command::new(example_bin("sidecar"))
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let (code, stderr) = refused(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(
             stderr.contains(expected),
             "{args:?}: expected {expected:?} in {stderr}"
@@ -435,13 +455,8 @@ async fn breaker_opens_fails_fast_and_health_reports_degraded() {
         }),
     ))
     .await;
-    let mut file = tempfile("breaker");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://{upstream}\"\n[breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\n"
-    )
-    .unwrap();
-    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let file = ConfigFile::new("breaker", &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\n"));
+    let sidecar = start_sidecar(&["--config", file.path()]);
     let client = hyper_client::<ReqBody>();
     let base = format!("http://{}", sidecar.addr.unwrap());
     let get =
@@ -500,13 +515,8 @@ async fn retries_a_flaky_upstream_with_the_same_body() {
         }),
     ))
     .await;
-    let mut file = tempfile("retry");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://{upstream}\"\n[retry]\nmax_attempts = 3\nbase_delay = \"5ms\"\njitter = \"none\"\n"
-    )
-    .unwrap();
-    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let file = ConfigFile::new("retry", &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[retry]\nmax_attempts = 3\nbase_delay = \"5ms\"\njitter = \"none\"\n"));
+    let sidecar = start_sidecar(&["--config", file.path()]);
     let client = hyper_client::<ReqBody>();
     let url = format!("http://{}/", sidecar.addr.unwrap());
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
@@ -549,13 +559,8 @@ fn one(echo: &serde_json::Value, name: &str) -> Option<String> {
 async fn propagates_context_and_adds_its_own_span() {
     use tower_shield::context::TraceParent;
     let upstream = serve(upstream()).await;
-    let mut file = tempfile("context");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://{upstream}\"\n[context]\nservice_name = \"edge\"\nservice_version = \"9.9\"\npropagate_headers = [\"x-tenant-id\"]\nrequest_id_aliases = [\"x-trace-id\"]\n"
-    )
-    .unwrap();
-    let sidecar = start_sidecar(&["--config", file.0.to_str().unwrap()]);
+    let file = ConfigFile::new("context", &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[context]\nservice_name = \"edge\"\nservice_version = \"9.9\"\npropagate_headers = [\"x-tenant-id\"]\nrequest_id_aliases = [\"x-trace-id\"]\n"));
+    let sidecar = start_sidecar(&["--config", file.path()]);
     let client = hyper_client::<ReqBody>();
     let url = format!("http://{}/echo", sidecar.addr.unwrap());
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -635,31 +640,24 @@ async fn propagates_context_and_adds_its_own_span() {
 
 #[test]
 fn bad_context_config_names_the_key() {
-    let mut file = tempfile("badcontext");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://127.0.0.1:9\"\n[context]\notlp_protocol = \"carrier-pigeon\"\n"
-    )
-    .unwrap();
-    let out = Command::new(example_bin("sidecar"))
-        .args(["--config", file.0.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("context.otlp_protocol"), "{err}");
-
-    let mut file = tempfile("badheader");
-    writeln!(
-        file.1,
-        "[sidecar]\nupstream = \"http://127.0.0.1:9\"\n[context]\nrequest_id_header = \"bad header\"\n"
-    )
-    .unwrap();
-    let out = Command::new(example_bin("sidecar"))
-        .args(["--config", file.0.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("context.request_id_header"), "{err}");
+    for (tag, section, key) in [
+        (
+            "badcontext",
+            "otlp_protocol = \"carrier-pigeon\"",
+            "context.otlp_protocol",
+        ),
+        (
+            "badheader",
+            "request_id_header = \"bad header\"",
+            "context.request_id_header",
+        ),
+    ] {
+        let file = ConfigFile::new(
+            tag,
+            &format!("[sidecar]\nupstream = \"http://127.0.0.1:9\"\n[context]\n{section}\n"),
+        );
+        let (code, stderr) = refused(&["--config", file.path()]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+    }
 }
