@@ -91,7 +91,9 @@ pub fn error_response<B: From<String>>(error: &(dyn StdError + 'static)) -> Resp
     );
     if let Some(after) = retry_after {
         // Round up: telling a caller to come back early defeats the point.
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        let secs = after
+            .as_secs()
+            .saturating_add(u64::from(after.subsec_nanos() > 0));
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }

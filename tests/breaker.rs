@@ -646,3 +646,76 @@ async fn timeouts_in_the_client_stack_count_as_failures() {
         "rejected without waiting for the timeout"
     );
 }
+
+/// Durations beyond any clock (a config of centuries, an upstream asking
+/// for `u64::MAX` seconds) saturate: the breaker stays open, nothing panics,
+/// and the next call is still answered.
+#[tokio::test(start_paused = true)]
+async fn absurd_durations_saturate_instead_of_overflowing() {
+    let forever = Duration::from_secs(u64::MAX);
+    let layer = CircuitBreakerLayer::new(
+        Config::default()
+            .consecutive_failures(1)
+            .open_for(forever)
+            .open_for_max(forever)
+            .respect_retry_after(forever),
+    )
+    .unwrap();
+    let breaker = layer.breakers().default_breaker();
+    let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+        move |_req: Request<()>| async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(503)
+                    .header("retry-after", u64::MAX.to_string())
+                    .body(())
+                    .unwrap(),
+            )
+        },
+    ));
+    assert_eq!(call(&svc).await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..3 {
+        let open = call(&svc).await.unwrap_err();
+        let wait = open.downcast_ref::<Open>().unwrap().retry_after();
+        assert!(
+            wait > Duration::from_secs(100 * 365 * 24 * 3600),
+            "{wait:?}"
+        );
+    }
+    advance(Duration::from_secs(3600)).await;
+    assert!(is_open(call(&svc).await));
+    assert_eq!(breaker.state(), State::Open);
+    // Reset still brings it back.
+    breaker.reset();
+    assert_eq!(call(&svc).await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Forced open with an open time of `Duration::MAX`: the 503 still gets
+    // a `Retry-After`.
+    let layer = CircuitBreakerLayer::new(Config::default().open_for(Duration::MAX)).unwrap();
+    layer.breakers().default_breaker().force_open();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(Upstream::new().service());
+    let err = call(&svc).await.unwrap_err();
+    let res: Response<String> = error_response(&*err);
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], u64::MAX.to_string().as_str());
+
+    // A time window of centuries counts calls like any other.
+    let layer = CircuitBreakerLayer::new(
+        Config::default()
+            .failure_rate(50.0)
+            .window_duration(forever)
+            .min_calls(2),
+    )
+    .unwrap();
+    let up = Upstream::new();
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(up.service());
+    up.set(500);
+    for _ in 0..2 {
+        call(&svc).await.unwrap();
+    }
+    assert!(is_open(call(&svc).await));
+}

@@ -337,6 +337,23 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
         .unwrap();
     // 1 s + 2 s fit in 5 s; 4 s more would not.
     assert_eq!(attempts(&res), 3);
+
+    // An upstream asking for u64::MAX seconds, under a cap that lets it
+    // ask: a wait past the deadline, so the answer comes at once.
+    let up = Upstream::failing(usize::MAX, 503).retry_after(&u64::MAX.to_string());
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(
+        fast()
+            .max_retry_after(Duration::MAX)
+            .deadline(Duration::from_secs(10)),
+    )
+    .unwrap();
+    let res = client::<Empty<Bytes>>(&layer)
+        .oneshot(get(addr))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempts(&res), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -150,7 +150,14 @@ impl Breaker {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_nanos() as u64
+        saturating_nanos(at.saturating_duration_since(self.epoch))
+    }
+
+    /// `wait` after `now`, in nanoseconds since `epoch`; a wait beyond the
+    /// clock's range (a config of centuries, an upstream asking for
+    /// `u64::MAX` seconds) means "until reset", not an overflow.
+    fn until(&self, now: Instant, wait: Duration) -> u64 {
+        self.nanos(now).saturating_add(saturating_nanos(wait))
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -252,7 +259,7 @@ impl Breaker {
         if let Some(asked) = asked {
             wait = asked;
         }
-        let until = self.nanos(now) + wait.as_nanos() as u64;
+        let until = self.until(now, wait);
         self.open_until.store(until, Ordering::Release);
         self.probe_successes.store(0, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
@@ -344,7 +351,7 @@ impl Breaker {
         match self.state.load(Ordering::Acquire) {
             FORCED_OPEN | DISABLED => {}
             OPEN => {
-                let until = self.nanos(now) + delay.as_nanos() as u64;
+                let until = self.until(now, delay);
                 self.open_until.fetch_max(until, Ordering::AcqRel);
             }
             _ => self.open(now, Some(delay), "upstream sent Retry-After"),
@@ -464,6 +471,10 @@ impl Breaker {
             self.release_probe(permit.generation);
         }
     }
+}
+
+fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ impl Outcomes {
                 slow: AtomicI64::new(0),
             },
             Window::Duration(d) => Outcomes::Time {
-                width: (d / BUCKETS).max(Duration::from_millis(1)).as_nanos() as u64,
+                // Saturated, never truncated (to zero, say) for a window of
+                // centuries.
+                width: u64::try_from((d / BUCKETS).max(Duration::from_millis(1)).as_nanos())
+                    .unwrap_or(u64::MAX),
                 buckets: (0..BUCKETS)
                     .map(|_| Bucket {
                         period: AtomicU64::new(u64::MAX),

@@ -247,6 +247,9 @@ impl Config {
                 (base + (high - base) * unit).min(cap)
             }
         };
-        Duration::from_secs_f64(secs.clamp(0.0, cap))
+        // As an `f64` a large cap rounds up, past `max_delay` (and, near
+        // `Duration::MAX`, past what a `Duration` holds).
+        Duration::try_from_secs_f64(secs.clamp(0.0, cap))
+            .map_or(self.max_delay, |d| d.min(self.max_delay))
     }
 }

@@ -349,7 +349,13 @@ impl<C> RetryPolicy<C> {
             }
         };
         if let (Some(deadline), Some(started)) = (config.deadline, self.started) {
-            if started.elapsed() + delay > deadline {
+            // Checked: a delay near `Duration::MAX` (an upstream's `Retry-After`
+            // under a cap of centuries) is past any deadline.
+            if started
+                .elapsed()
+                .checked_add(delay)
+                .map_or(true, |at| at > deadline)
+            {
                 return Err("deadline");
             }
         }
@@ -647,6 +653,31 @@ mod tests {
                     let high = (previous.as_secs_f64() * 3.0).max(base.as_secs_f64());
                     prop_assert!(d + eps >= base.as_secs_f64().min(max.as_secs_f64()));
                     prop_assert!(d <= high + eps);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_never_panics_at_the_extremes() {
+        for max in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            for jitter in [
+                Jitter::None,
+                Jitter::Full,
+                Jitter::Equal,
+                Jitter::Decorrelated,
+            ] {
+                let config = Config::default()
+                    .base_delay(Duration::from_secs(1))
+                    .max_delay(max)
+                    .multiplier(10.0)
+                    .jitter(jitter);
+                assert!(config.validate().is_ok());
+                for retry in [1, 30, u32::MAX] {
+                    for unit in [0.0, 0.5, 1.0, f64::NAN] {
+                        let d = config.backoff(retry, Duration::MAX, unit);
+                        assert!(d <= max);
+                    }
                 }
             }
         }
