@@ -1,13 +1,15 @@
 //! Retries with exponential backoff and jitter, a retry budget,
 //! `Retry-After`, idempotency rules and replay of request bodies.
 //!
-//! [`RetryLayer`] is built on [`tower::retry`]: [`RetryPolicy`] implements
-//! its [`Policy`](tower::retry::Policy) and does the deciding, and tower's
-//! `Retry` runs the attempts. The layer adds the one thing a `Policy`
-//! cannot do, because `clone_request` is synchronous: reading a request
-//! body ahead, up to a limit, so that it can be sent again. (`RetryPolicy`
-//! can also be used with `tower::retry::Retry` directly, over requests
-//! whose bodies are already [`ReplayBody`]s.)
+//! [`RetryLayer`] follows [`tower::retry`]: [`RetryPolicy`] implements its
+//! [`Policy`](tower::retry::Policy) and does the deciding, and [`Retry`]
+//! runs the attempts as tower's `Retry` does, without cloning the whole
+//! service into every response future (measured in BENCHMARKS.md). The
+//! layer adds the one thing a `Policy` cannot do, because `clone_request`
+//! is synchronous: reading a request body ahead, up to a limit, so that it
+//! can be sent again. (`RetryPolicy` can also be used with
+//! `tower::retry::Retry` directly, over requests whose bodies are already
+//! [`ReplayBody`]s.)
 //!
 //! # What is retried
 //!
@@ -104,7 +106,7 @@ use crate::{
     },
     BoxError,
 };
-use http::{request::Parts, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use std::{
@@ -271,8 +273,8 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
-            inner: tower::retry::Retry::new(self.policy(), inner),
-            shared: self.shared.clone(),
+            inner,
+            policy: self.policy(),
         }
     }
 }
@@ -367,21 +369,17 @@ impl<C> RetryPolicy<C> {
     }
 }
 
-impl<C, B, Res, E> tower::retry::Policy<Request<ReplayBody<B>>, Response<Res>, E> for RetryPolicy<C>
-where
-    C: Classify<Response<Res>, E>,
-    E: AsStdError,
-{
-    /// Boxed: a `Sleep` is large, and tower keeps the policy's future
-    /// inside every response future, retried or not; the box is only made
-    /// for a retry.
-    type Future = Pin<Box<Sleep>>;
-
-    fn retry(
+impl<C> RetryPolicy<C> {
+    /// After an attempt: the wait before the next one, or `None` to
+    /// answer with `result`.
+    fn after_attempt<Res, E>(
         &mut self,
-        _req: &mut Request<ReplayBody<B>>,
         result: &mut Result<Response<Res>, E>,
-    ) -> Option<Self::Future> {
+    ) -> Option<Pin<Box<Sleep>>>
+    where
+        C: Classify<Response<Res>, E>,
+        E: AsStdError,
+    {
         self.attempts += 1;
         let n = self.attempts;
         match self.decide(n, result) {
@@ -408,7 +406,8 @@ where
         }
     }
 
-    fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+    /// The copy of `req` for the next attempt, if it may have one.
+    fn copy_request<B>(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
         let config = &self.shared.config;
         if config.max_attempts <= 1 {
             return None;
@@ -434,36 +433,54 @@ where
     }
 }
 
+impl<C, B, Res, E> tower::retry::Policy<Request<ReplayBody<B>>, Response<Res>, E> for RetryPolicy<C>
+where
+    C: Classify<Response<Res>, E>,
+    E: AsStdError,
+{
+    /// Boxed: a `Sleep` is large, and tower keeps the policy's future
+    /// inside every response future, retried or not; the box is only made
+    /// for a retry.
+    type Future = Pin<Box<Sleep>>;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<ReplayBody<B>>,
+        result: &mut Result<Response<Res>, E>,
+    ) -> Option<Self::Future> {
+        self.after_attempt(result)
+    }
+
+    fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        self.copy_request(req)
+    }
+}
+
 /// Retries failed requests; see the [module docs](self).
+///
+/// The attempts are run the way `tower::retry::Retry` runs them, with
+/// [`RetryPolicy`] deciding exactly as it does under tower's `Retry`, but by
+/// this service's own future: tower's clones the whole service, policy
+/// included, into every response future; this one holds one clone of the
+/// inner service and of the policy, and only for a request that may be
+/// retried. A request that never will be goes straight to the inner
+/// service.
 #[derive(Clone)]
 pub struct Retry<S, C = ServerErrorsAsFailures> {
-    inner: tower::retry::Retry<RetryPolicy<C>, S>,
-    shared: Arc<Shared>,
+    inner: S,
+    policy: RetryPolicy<C>,
 }
 
 impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
-            .field("inner", self.inner.get_ref())
+            .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
 impl<S, C> Retry<S, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, C, B, Res> Service<Request<B>> for Retry<S, C>
@@ -483,9 +500,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = &self.shared.config;
+        let config = &self.policy.shared.config;
         if config.max_attempts > 1 {
-            self.shared.budget.deposit();
+            self.policy.shared.budget.deposit();
         }
         let (parts, body) = req.into_parts();
         let empty = body.is_end_stream();
@@ -493,21 +510,29 @@ where
             && (empty || repeatable(config, &parts.method, &parts.headers, &parts.extensions))
             && body.size_hint().lower() <= config.max_replay_body as u64;
         if !may_retry {
-            // Never sent twice: straight to the service tower's `Retry`
-            // made ready, without a policy, a copy or a read-ahead.
+            // Never sent twice: straight to the inner service, without a
+            // policy, a copy or a read-ahead.
             let req = Request::from_parts(parts, ReplayBody::passthrough(body));
             return ResponseFuture {
-                state: State::Direct {
-                    future: self.inner.get_mut().call(req),
+                state: State::Called {
+                    future: self.inner.call(req),
                 },
+                retry: None,
             };
         }
         if empty {
             let req = Request::from_parts(parts, ReplayBody::empty());
+            let mut policy = self.policy.clone();
+            let copy = policy.copy_request(&req);
+            let future = self.inner.call(req);
             return ResponseFuture {
-                state: State::Running {
-                    future: self.inner.call(req),
-                },
+                state: State::Called { future },
+                retry: copy.map(|request| Retrying {
+                    // Made ready again before it is called.
+                    service: self.inner.clone(),
+                    policy,
+                    request: Some(request),
+                }),
             };
         }
         // Read the body ahead; the service made ready for this call goes
@@ -518,11 +543,24 @@ where
         ResponseFuture {
             state: State::Buffering {
                 buffer: ReplayBody::buffer(body, limit),
-                parts: Some(parts),
-                service: Some(ready),
             },
+            retry: Some(Retrying {
+                service: ready,
+                policy: self.policy.clone(),
+                // The head waits in the copy's place (the copy is made once
+                // the body is read), which keeps the future small.
+                request: Some(Request::from_parts(parts, ReplayBody::empty())),
+            }),
         }
     }
+}
+
+/// What a request that may be retried carries between attempts.
+struct Retrying<S, C, B> {
+    service: S,
+    policy: RetryPolicy<C>,
+    /// The copy for the next attempt (`None` when none can be made).
+    request: Option<Request<ReplayBody<B>>>,
 }
 
 pin_project! {
@@ -530,40 +568,33 @@ pin_project! {
     pub struct ResponseFuture<S, C, B>
     where
         S: Service<Request<ReplayBody<B>>>,
-        RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
     {
         #[pin]
-        state: State<S, C, B>,
+        state: State<S::Future, B>,
+        retry: Option<Retrying<S, C, B>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, C, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-        RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
-    {
+    enum State<F, B> {
         Buffering {
             buffer: Buffer<B>,
-            parts: Option<Parts>,
-            service: Option<tower::retry::Retry<RetryPolicy<C>, S>>,
         },
-        Running {
+        Called {
             #[pin]
-            future: tower::retry::future::ResponseFuture<RetryPolicy<C>, S, Request<ReplayBody<B>>>,
+            future: F,
         },
-        Direct {
-            #[pin]
-            future: S::Future,
+        Waiting {
+            sleep: Pin<Box<Sleep>>,
         },
+        Retrying,
     }
 }
 
 impl<S, C, B> fmt::Debug for ResponseFuture<S, C, B>
 where
     S: Service<Request<ReplayBody<B>>>,
-    RetryPolicy<C>: tower::retry::Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
@@ -572,9 +603,9 @@ where
 
 impl<S, C, B, Res> Future for ResponseFuture<S, C, B>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<Res>> + Clone,
+    S: Service<Request<ReplayBody<B>>, Response = Response<Res>>,
     S::Error: Into<BoxError> + AsStdError,
-    C: Classify<Response<Res>, S::Error> + Clone,
+    C: Classify<Response<Res>, S::Error>,
     B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
@@ -584,22 +615,44 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Buffering {
-                    buffer,
-                    parts,
-                    service,
-                } => {
+                StateProj::Buffering { buffer } => {
                     let body = ready!(Pin::new(buffer).poll(cx)).map_err(Into::into)?;
-                    let parts = parts.take().expect("polled after completion");
-                    let mut service = service.take().expect("polled after completion");
-                    let future = service.call(Request::from_parts(parts, body));
-                    this.state.set(State::Running { future });
+                    let retry = this.retry.as_mut().expect("set with the buffer");
+                    let head = retry.request.take().expect("set with the buffer");
+                    let req = head.map(|_| body);
+                    retry.request = retry.policy.copy_request(&req);
+                    // The service `call` made ready.
+                    let future = retry.service.call(req);
+                    this.state.set(State::Called { future });
                 }
-                StateProj::Running { future } => {
-                    return future.poll(cx).map_err(Into::into);
+                StateProj::Called { future } => {
+                    let mut result = ready!(future.poll(cx));
+                    // As under tower's `Retry`: without a copy for the next
+                    // attempt, the answer is final.
+                    let Some(Retrying {
+                        policy,
+                        request: Some(_),
+                        ..
+                    }) = this.retry.as_mut()
+                    else {
+                        return Poll::Ready(result.map_err(Into::into));
+                    };
+                    match policy.after_attempt(&mut result) {
+                        Some(sleep) => this.state.set(State::Waiting { sleep }),
+                        None => return Poll::Ready(result.map_err(Into::into)),
+                    }
                 }
-                StateProj::Direct { future } => {
-                    return future.poll(cx).map_err(Into::into);
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Retrying);
+                }
+                StateProj::Retrying => {
+                    let retry = this.retry.as_mut().expect("only a retried request waits");
+                    ready!(retry.service.poll_ready(cx)).map_err(Into::into)?;
+                    let req = retry.request.take().expect("only a copied request waits");
+                    retry.request = retry.policy.copy_request(&req);
+                    let future = retry.service.call(req);
+                    this.state.set(State::Called { future });
                 }
             }
         }
