@@ -45,6 +45,11 @@ fn closed_path(c: &mut Criterion) {
     )
     .unwrap()
     .layer(service_fn(handler));
+    // One breaker per upstream, as the sidecar and the client stack use it.
+    let keyed = CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .by_authority()
+        .layer(service_fn(handler));
     let count_window =
         CircuitBreakerLayer::new(Config::default().failure_rate(50.0).window_calls(100))
             .unwrap()
@@ -96,6 +101,13 @@ fn closed_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.bench_function("keyed_by_authority", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| keyed.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("consecutive_slow_calls", |b| {
         b.to_async(&rt).iter_batched(
             request,
@@ -142,9 +154,10 @@ fn closed_path(c: &mut Criterion) {
     group.finish();
 
     println!(
-        "allocations per call: service_fn {:.2}, consecutive {:.2}, slow calls {:.2}, count window {:.2}, time window {:.2}",
+        "allocations per call: service_fn {:.2}, consecutive {:.2}, keyed by authority {:.2}, slow calls {:.2}, count window {:.2}, time window {:.2}",
         allocs(&rt, |r| bare.clone().oneshot(r)),
         allocs(&rt, |r| consecutive.clone().oneshot(r)),
+        allocs(&rt, |r| keyed.clone().oneshot(r)),
         allocs(&rt, |r| slow.clone().oneshot(r)),
         allocs(&rt, |r| count_window.clone().oneshot(r)),
         allocs(&rt, |r| time_window.clone().oneshot(r)),

@@ -85,6 +85,21 @@ use tower_service::Service;
 pub trait MakeKey<B> {
     /// The key, or `None` for the default breaker.
     fn make_key(&self, req: &Request<B>) -> Option<String>;
+
+    /// Writes the key into `key` (empty on entry) and returns `true`, or
+    /// returns `false` for the default breaker. The layer calls this on
+    /// every request, with a buffer it reuses; the default implementation
+    /// calls [`make_key`](Self::make_key). Implement it too to make no
+    /// allocation per request, as [`Authority`] and [`KeyBy`] do.
+    fn write_key(&self, req: &Request<B>, key: &mut String) -> bool {
+        match self.make_key(req) {
+            Some(made) => {
+                *key = made;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// One breaker for every request.
@@ -95,6 +110,10 @@ impl<B> MakeKey<B> for Single {
     fn make_key(&self, _: &Request<B>) -> Option<String> {
         None
     }
+
+    fn write_key(&self, _: &Request<B>, _: &mut String) -> bool {
+        false
+    }
 }
 
 /// One breaker per upstream: scheme, host and port of the request's URI
@@ -104,6 +123,11 @@ pub struct Authority;
 
 impl<B> MakeKey<B> for Authority {
     fn make_key(&self, req: &Request<B>) -> Option<String> {
+        let mut key = String::new();
+        self.write_key(req, &mut key).then_some(key)
+    }
+
+    fn write_key(&self, req: &Request<B>, key: &mut String) -> bool {
         let uri = req.uri();
         match uri.authority() {
             Some(authority) => {
@@ -111,15 +135,44 @@ impl<B> MakeKey<B> for Authority {
                 let port = authority
                     .port_u16()
                     .unwrap_or(if scheme == "https" { 443 } else { 80 });
-                Some(format!("{scheme}://{}:{port}", authority.host()))
+                // `scheme://host:port`, pushed piece by piece: `format!`'s
+                // machinery costs more than the whole lookup.
+                key.push_str(scheme);
+                key.push_str("://");
+                key.push_str(authority.host());
+                key.push(':');
+                push_u16(key, port);
+                true
             }
-            None => req
+            None => match req
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| h.to_ascii_lowercase()),
+            {
+                Some(host) => {
+                    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+                    true
+                }
+                None => false,
+            },
         }
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u16(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// A key choice made at run time, as the stacks' configuration does:
@@ -139,10 +192,18 @@ pub enum KeyBy {
 
 impl<B> MakeKey<B> for KeyBy {
     fn make_key(&self, req: &Request<B>) -> Option<String> {
+        let mut key = String::new();
+        self.write_key(req, &mut key).then_some(key)
+    }
+
+    fn write_key(&self, req: &Request<B>, key: &mut String) -> bool {
         match self {
-            KeyBy::None => None,
-            KeyBy::Authority => Authority.make_key(req),
-            KeyBy::Route => Some(req.uri().path().to_owned()),
+            KeyBy::None => false,
+            KeyBy::Authority => Authority.write_key(req, key),
+            KeyBy::Route => {
+                key.push_str(req.uri().path());
+                true
+            }
         }
     }
 }
@@ -223,7 +284,7 @@ impl Breakers {
             .collect()
     }
 
-    fn for_key(&self, key: Option<String>) -> Arc<Breaker> {
+    fn for_key(&self, key: Option<&str>) -> Arc<Breaker> {
         let Some(key) = key else {
             return self.inner.default.clone();
         };
@@ -232,12 +293,12 @@ impl Breakers {
             .keyed
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key)
         {
             return b.clone();
         }
         let mut keyed = self.inner.keyed.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = keyed.get(&key) {
+        if let Some(b) = keyed.get(key) {
             return b.clone();
         }
         if keyed.len() >= self.inner.max_keys {
@@ -255,8 +316,8 @@ impl Breakers {
                 None => return self.inner.default.clone(),
             }
         }
-        let breaker = Arc::new(Breaker::new(self.inner.config.clone(), key.clone()));
-        keyed.insert(key, breaker.clone());
+        let breaker = Arc::new(Breaker::new(self.inner.config.clone(), key.to_owned()));
+        keyed.insert(key.to_owned(), breaker.clone());
         breaker
     }
 }
@@ -404,7 +465,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let breaker = self.breakers.for_key(self.make_key.make_key(&req));
+        let breaker = with_key_buffer(|key| {
+            let keyed = self.make_key.write_key(&req, key);
+            self.breakers.for_key(keyed.then_some(key.as_str()))
+        });
         match breaker.try_acquire() {
             Ok(permit) => ResponseFuture {
                 kind: Kind::Called {
@@ -418,6 +482,26 @@ where
             },
         }
     }
+}
+
+thread_local! {
+    /// The buffer each thread writes request keys into, so that looking up
+    /// a keyed breaker allocates nothing (only a new key does).
+    static KEY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// Runs `f` with this thread's key buffer, emptied. Taken out of the
+/// thread-local for the call, so a `MakeKey` that calls into another
+/// breaker gets a buffer of its own.
+fn with_key_buffer<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    let mut key = KEY.try_with(std::cell::Cell::take).unwrap_or_default();
+    key.clear();
+    let out = f(&mut key);
+    // Keys are short; a buffer grown by an odd huge one is not kept.
+    if key.capacity() <= 1024 {
+        let _ = KEY.try_with(|cell| cell.set(key));
+    }
+    out
 }
 
 /// Frees a probe slot if the call is dropped before it finishes.
@@ -492,3 +576,57 @@ where
 }
 
 pub use crate::classify::retry_after;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn authority_keys() {
+        for (uri, key) in [
+            ("http://127.0.0.1/", Some("http://127.0.0.1:80")),
+            ("https://[::1]/x?y", Some("https://[::1]:443")),
+            ("http://localhost:8080/a", Some("http://localhost:8080")),
+            ("/origin-form", None),
+        ] {
+            assert_eq!(Authority.make_key(&get(uri)).as_deref(), key, "{uri}");
+        }
+        let mut req = get("/origin-form");
+        req.headers_mut()
+            .insert(header::HOST, "Example.COM:81".parse().unwrap());
+        assert_eq!(Authority.make_key(&req).as_deref(), Some("example.com:81"));
+        assert_eq!(
+            KeyBy::Route.make_key(&get("http://h/a/b?q")).as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(KeyBy::None.make_key(&get("http://h/")), None);
+        assert_eq!(Single.make_key(&get("http://h/")), None);
+    }
+
+    proptest! {
+        /// The allocation-free key is the `format!` one, for any host and
+        /// port, and a closure's key goes through `write_key`'s default.
+        #[test]
+        fn written_keys_match_formatted_ones(
+            host in "[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?",
+            port in any::<u16>(),
+            https in any::<bool>(),
+        ) {
+            let scheme = if https { "https" } else { "http" };
+            let req = get(&format!("{scheme}://{host}:{port}/p"));
+            let mut key = String::from("left over");
+            key.clear();
+            prop_assert!(Authority.write_key(&req, &mut key));
+            prop_assert_eq!(&key, &format!("{scheme}://{host}:{port}"));
+            let closure = |r: &Request<()>| Some(r.uri().path().to_owned());
+            let mut key = String::new();
+            prop_assert!(closure.write_key(&req, &mut key));
+            prop_assert_eq!(key, "/p");
+        }
+    }
+}
