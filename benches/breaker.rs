@@ -265,5 +265,22 @@ fn contention(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, closed_path, open_path, contention);
+/// What a clock read costs in this harness: the breaker reads tokio's clock
+/// (so that tests can pause it), and this build has tokio's `test-util`
+/// (the tests need it), under which every read asks the runtime for its
+/// clock first.
+fn clock(c: &mut Criterion) {
+    let rt = rt();
+    let mut group = c.benchmark_group("breaker/clock");
+    group.bench_function("std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    group.bench_function("tokio_instant_now_in_runtime", |b| {
+        let _guard = rt.enter();
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, closed_path, open_path, contention, clock);
 criterion_main!(benches);
