@@ -82,7 +82,7 @@
 //!   `context::ClientContextLayer` (W3C trace context, request and
 //!   correlation IDs, baggage, spans).
 //! - `otlp`: `context::otlp`, OpenTelemetry export over OTLP.
-//! - `reqwest`: [`reqwest::ReqwestService`].
+//! - `reqwest`: `reqwest::ReqwestService`.
 //! - `full`: all of the above.
 //!
 //! [tower]: https://docs.rs/tower

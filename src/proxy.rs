@@ -2,7 +2,7 @@
 //! the upstream's response for the caller.
 //!
 //! [`ReverseProxyLayer`] sits between a server and an HTTP client service
-//! (hyper-util's client, or reqwest through [`crate::reqwest`]). For each
+//! (hyper-util's client, or reqwest through the `reqwest` module). For each
 //! request it
 //!
 //! - points the URI at the upstream (scheme and authority, with the

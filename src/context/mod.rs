@@ -61,7 +61,7 @@
 //!
 //! # OpenTelemetry
 //!
-//! With the `otlp` feature, [`otlp::init`] installs an OTLP exporter
+//! With the `otlp` feature, `otlp::init` installs an OTLP exporter
 //! behind `tracing-opentelemetry`. The layers' spans then become
 //! OpenTelemetry spans whose IDs are the ones on the wire: the server span
 //! has the caller's span as parent, and the client span's ID is the
