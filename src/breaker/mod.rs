@@ -465,12 +465,21 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let breaker = with_key_buffer(|key| {
-            let keyed = self.make_key.write_key(&req, key);
-            self.breakers.for_key(keyed.then_some(key.as_str()))
+        let acquired = with_key_buffer(|key| {
+            if !self.make_key.write_key(&req, key) {
+                // The default breaker is borrowed, and its `Arc` cloned
+                // only for a call it lets through: a rejection touches no
+                // reference count of it.
+                let default = &self.breakers.inner.default;
+                return default
+                    .try_acquire()
+                    .map(|permit| (default.clone(), permit));
+            }
+            let breaker = self.breakers.for_key(Some(key.as_str()));
+            breaker.try_acquire().map(|permit| (breaker, permit))
         });
-        match breaker.try_acquire() {
-            Ok(permit) => ResponseFuture {
+        match acquired {
+            Ok((breaker, permit)) => ResponseFuture {
                 kind: Kind::Called {
                     future: self.inner.call(req),
                     guard: Some(Guard { breaker, permit }),
