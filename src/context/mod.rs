@@ -285,7 +285,7 @@ const UUID_DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28,
 ///
 /// Written here rather than taken from `uuid`, which costs about 790
 /// instructions per ID (a 128-bit division per timestamp, a ChaCha
-/// generator, per-byte formatting) against about 150 here; `uuid` checks
+/// generator, per-byte formatting) against about 160 here; `uuid` checks
 /// these IDs in the tests.
 ///
 /// ```
