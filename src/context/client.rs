@@ -75,7 +75,10 @@ where
             self.inner.call(req)
         };
         ClientContextFuture {
-            kind: Kind::Active { inner: fut, span },
+            kind: Kind::Active {
+                inner: Some(fut),
+                span,
+            },
         }
     }
 }
@@ -86,6 +89,18 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
     }
+
+    impl<F> PinnedDrop for ClientContextFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A call dropped before it finished: the inner future's
+            // destructors still run inside the client span.
+            if let KindProj::Active { mut inner, span } = this.project().kind.project() {
+                if inner.as_mut().as_pin_mut().is_some() {
+                    span.in_scope(|| inner.set(None));
+                }
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -93,8 +108,9 @@ pin_project! {
     enum Kind<F> {
         // `poll` enters the span itself: one span in the future, not two.
         Active {
+            // `None` once finished (dropped inside the span).
             #[pin]
-            inner: F,
+            inner: Option<F>,
             span: Span,
         },
         Passthrough {
@@ -121,8 +137,12 @@ where
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Passthrough { inner } => inner.poll(task),
-            KindProj::Active { inner, span } => {
-                let result = ready!(span.in_scope(|| inner.poll(task)));
+            KindProj::Active { mut inner, span } => {
+                let result = ready!(span.in_scope(|| match inner.as_mut().as_pin_mut() {
+                    Some(fut) => fut.poll(task),
+                    None => panic!("ClientContextFuture polled after completion"),
+                }));
+                span.in_scope(|| inner.set(None));
                 super::record_outcome(span, &result, "call failed");
                 Poll::Ready(result)
             }

@@ -83,7 +83,7 @@ where
         };
         ServerContextFuture {
             kind: Kind::Active {
-                inner: fut,
+                inner: Some(fut),
                 cx,
                 config: config.clone(),
                 span,
@@ -132,6 +132,21 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
     }
+
+    impl<F> PinnedDrop for ServerContextFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A request dropped before it finished (the client went away):
+            // the handler's destructors still run inside its span and with
+            // its context, as they would under `Instrumented` and a
+            // task-local.
+            if let KindProj::Active { mut inner, cx, span, .. } = this.project().kind.project() {
+                if inner.as_mut().as_pin_mut().is_some() {
+                    let _entered = span.enter();
+                    with_scope(cx, || inner.set(None));
+                }
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -141,8 +156,9 @@ pin_project! {
         // rather than by `Instrumented` and `TaskLocalFuture` wrappers: the
         // future is smaller (one span, one context) and is moved for less.
         Active {
+            // `None` once finished (dropped inside the scope).
             #[pin]
-            inner: F,
+            inner: Option<F>,
             // Always `Some` outside `poll`: swapped into scope while polling.
             cx: Option<Context>,
             config: Arc<Config>,
@@ -174,7 +190,7 @@ where
         match self.project().kind.project() {
             KindProj::Passthrough { inner } => inner.poll(task),
             KindProj::Active {
-                inner,
+                mut inner,
                 cx,
                 config,
                 span,
@@ -182,7 +198,13 @@ where
             } => {
                 let result = {
                     let _entered = span.enter();
-                    ready!(with_scope(cx, || inner.poll(task)))
+                    let result = ready!(with_scope(cx, || match inner.as_mut().as_pin_mut() {
+                        Some(fut) => fut.poll(task),
+                        None => panic!("ServerContextFuture polled after completion"),
+                    }));
+                    // Dropped now, inside the span and the scope.
+                    with_scope(cx, || inner.set(None));
+                    result
                 };
                 finish_timing(timing, result.as_ref().ok().map(|r| r.status().as_u16()));
                 super::record_outcome(span, &result, "request failed");

@@ -597,3 +597,43 @@ fn a_scope_is_restored_when_its_future_panics_and_seen_while_it_drops() {
     assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
     assert!(current().is_none());
 }
+
+#[test]
+fn a_cancelled_request_drops_its_handler_with_the_context_in_scope() {
+    use tower::{Layer, Service, ServiceExt};
+    struct SeesContext(std::sync::Arc<std::sync::Mutex<Option<TraceId>>>);
+    impl Drop for SeesContext {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = current().map(|cx| cx.trace_id());
+        }
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let for_handler = seen.clone();
+    let mut svc = ServerContextLayer::new(Config::new()).layer(tower::service_fn(
+        move |_req: http::Request<()>| {
+            let guard = SeesContext(for_handler.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            }
+        },
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let req = http::Request::builder()
+        .header("traceparent", traceparent)
+        .body(())
+        .unwrap();
+    rt.block_on(async {
+        let svc = svc.ready().await.unwrap();
+        let mut fut = Box::pin(svc.call(req));
+        assert!(futures_util::poll!(fut.as_mut()).is_pending());
+        drop(fut); // the client went away
+    });
+    let trace = seen.lock().unwrap().expect("the handler saw its context");
+    assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
+    assert!(current().is_none());
+}
