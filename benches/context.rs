@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use std::convert::Infallible;
 use std::hint::black_box;
-use support::{allocs, handler, request};
+use support::{allocs, counted, handler, request};
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_shield::context::{ClientContextLayer, Config, Context, ServerContextLayer};
@@ -205,12 +205,12 @@ criterion_group!(benches, propagate, layers);
 
 /// With `CONTEXT_COUNT=<bench>` set, runs 10 000 calls of one layer bench
 /// (requests built beforehand; `service_fn_bare` is the baseline on the bare
-/// request the minting benches send) inside `counted`, for an instruction count
+/// request the minting benches send) inside `support::counted`, for an instruction count
 /// that does not move with the machine's load:
 ///
 /// ```text
 /// CONTEXT_COUNT=ours_server_minting valgrind --tool=callgrind \
-///     --toggle-collect='context::counted' target/release/deps/context-<hash>
+///     --toggle-collect='*::support::counted' target/release/deps/context-<hash>
 /// ```
 ///
 /// Instructions per call are the total divided by 10 000.
@@ -241,24 +241,6 @@ fn count(which: &str) {
     }
 }
 
-#[inline(never)]
-fn counted<F, Fut>(rt: &tokio::runtime::Runtime, reqs: Vec<Request<()>>, mut f: F)
-where
-    F: FnMut(Request<()>) -> Fut,
-    Fut: std::future::Future,
-{
-    rt.block_on(async {
-        for req in reqs {
-            black_box(f(req).await);
-        }
-    })
-}
-
 fn main() {
-    if let Ok(which) = std::env::var("CONTEXT_COUNT") {
-        count(&which);
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    support::main_or_count("CONTEXT_COUNT", count, benches);
 }

@@ -11,8 +11,8 @@ use criterion::{criterion_group, BatchSize, Criterion};
 use http::{Method, Request, Response};
 use http_body_util::{Empty, Full};
 use std::{convert::Infallible, future::Ready, hint::black_box};
-use support::{allocs, request};
-use tower::{retry::Policy, service_fn, Layer, ServiceExt};
+use support::{allocs, counted, request};
+use tower::{retry::Policy, service_fn, Layer, Service, ServiceExt};
 use tower_shield::retry::{Config, RetryLayer};
 
 async fn handler<B>(req: Request<B>) -> Result<Response<()>, Infallible> {
@@ -67,15 +67,28 @@ fn put(size: usize) -> impl Fn() -> Request<Full<Bytes>> {
     with_body(Method::PUT, size)
 }
 
+/// A service the GET benches can clone and call.
+trait Get: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone {}
+impl<S: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone> Get for S {}
+
+/// The GET benches' services: the bare handler, tower's retry with the
+/// minimal policy, and ours with its defaults.
+fn services() -> (impl Get + Copy, impl Get, impl Get) {
+    let bare = service_fn(handler::<Empty<Bytes>>);
+    let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
+    let ours = RetryLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    (bare, tower_retry, ours)
+}
+
 fn success_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let bare = service_fn(handler::<Empty<Bytes>>);
-    let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
+    let (bare, tower_retry, ours) = services();
     let layer = RetryLayer::new(Config::default()).unwrap();
-    let ours = layer.layer(service_fn(handler));
     let ours_full = layer.layer(service_fn(handler));
     // One attempt: what the sidecar runs without a `[retry]` section.
     let one_attempt = RetryLayer::new(Config::default().max_attempts(1))
@@ -143,12 +156,12 @@ criterion_group!(benches, success_path);
 
 /// With `RETRY_COUNT=<bench>` set (`service_fn`, `peer_tower_retry_minimal_policy`
 /// or `ours_get`), runs 10 000 GETs (built beforehand) through that service
-/// inside `counted`, for an instruction count that does not move with the
+/// inside `support::counted`, for an instruction count that does not move with the
 /// machine's load:
 ///
 /// ```text
 /// RETRY_COUNT=ours_get valgrind --tool=callgrind \
-///     --toggle-collect='retry::counted' target/release/deps/retry-<hash>
+///     --toggle-collect='*::support::counted' target/release/deps/retry-<hash>
 /// ```
 ///
 /// Instructions per call are the total divided by 10 000.
@@ -157,11 +170,7 @@ fn count(which: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let bare = service_fn(handler::<Empty<Bytes>>);
-    let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
-    let ours = RetryLayer::new(Config::default())
-        .unwrap()
-        .layer(service_fn(handler));
+    let (bare, tower_retry, ours) = services();
     let reqs: Vec<_> = (0..10_000).map(|_| get()).collect();
     match which {
         "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),
@@ -171,24 +180,6 @@ fn count(which: &str) {
     }
 }
 
-#[inline(never)]
-fn counted<F, Fut>(rt: &tokio::runtime::Runtime, reqs: Vec<Request<Empty<Bytes>>>, mut f: F)
-where
-    F: FnMut(Request<Empty<Bytes>>) -> Fut,
-    Fut: std::future::Future,
-{
-    rt.block_on(async {
-        for req in reqs {
-            black_box(f(req).await);
-        }
-    })
-}
-
 fn main() {
-    if let Ok(which) = std::env::var("RETRY_COUNT") {
-        count(&which);
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    support::main_or_count("RETRY_COUNT", count, benches);
 }

@@ -105,6 +105,14 @@ where
         .service(support::hyper_client::<ReplayBody<B>>().map_err(to_box))
 }
 
+/// A GET to `addr` through a fresh client with `layer`, which must answer.
+async fn get_via(layer: &RetryLayer, addr: SocketAddr) -> http::Response<hyper::body::Incoming> {
+    client::<Empty<Bytes>>(layer)
+        .oneshot(get(addr))
+        .await
+        .expect("the retried GET gets an answer")
+}
+
 fn fast() -> Config {
     Config::default()
         .base_delay(Duration::from_millis(100))
@@ -127,10 +135,7 @@ async fn fails_twice_then_succeeds_gives_one_success() {
     let up = Upstream::failing(2, 503);
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast()).unwrap();
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(attempts(&res), 3);
     let seen = up.seen();
@@ -148,10 +153,7 @@ async fn never_more_than_max_attempts() {
     for max in [1, 2, 4] {
         let before = up.seen().len();
         let layer = RetryLayer::new(fast().max_attempts(max)).unwrap();
-        let res = client::<Empty<Bytes>>(&layer)
-            .oneshot(get(addr))
-            .await
-            .unwrap();
+        let res = get_via(&layer, addr).await;
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(attempts(&res), max);
         assert_eq!(up.seen().len() - before, max as usize);
@@ -282,10 +284,7 @@ async fn retry_after_in_seconds_and_as_a_date() {
     let up = Upstream::failing(1, 503).retry_after("3");
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast()).unwrap();
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     assert_eq!(res.status(), StatusCode::OK);
     let seen = up.seen();
     assert!(seen[1].2 - seen[0].2 >= Duration::from_secs(3));
@@ -294,10 +293,7 @@ async fn retry_after_in_seconds_and_as_a_date() {
     let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(6));
     let up = Upstream::failing(1, 429).retry_after(&date);
     let addr = up.serve().await;
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     assert_eq!(res.status(), StatusCode::OK);
     let seen = up.seen();
     let waited = seen[1].2 - seen[0].2;
@@ -313,10 +309,7 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
     let addr = up.serve().await;
     let layer = RetryLayer::new(fast().deadline(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(attempts(&res), 1);
     assert!(start.elapsed() < Duration::from_secs(1));
@@ -331,10 +324,7 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
             .deadline(Duration::from_secs(5)),
     )
     .unwrap();
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     // 1 s + 2 s fit in 5 s; 4 s more would not.
     assert_eq!(attempts(&res), 3);
 
@@ -348,10 +338,7 @@ async fn a_retry_after_beyond_the_deadline_returns_the_response() {
             .deadline(Duration::from_secs(10)),
     )
     .unwrap();
-    let res = client::<Empty<Bytes>>(&layer)
-        .oneshot(get(addr))
-        .await
-        .unwrap();
+    let res = get_via(&layer, addr).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(attempts(&res), 1);
 }

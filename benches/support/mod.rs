@@ -55,3 +55,32 @@ where
         (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1000.0
     })
 }
+
+/// Awaits `f` on each of `reqs` in turn on `rt`: the region an instruction
+/// count measures (`valgrind --tool=callgrind --toggle-collect='*::support::counted'`).
+#[inline(never)]
+pub fn counted<R, F, Fut>(rt: &tokio::runtime::Runtime, reqs: Vec<R>, mut f: F)
+where
+    F: FnMut(R) -> Fut,
+    Fut: std::future::Future,
+{
+    rt.block_on(async {
+        for req in reqs {
+            black_box(f(req).await);
+        }
+    })
+}
+
+/// A bench binary's `main`: with the environment variable `var` set, runs
+/// `count` with its value (an instruction-count run, see [`counted`]);
+/// otherwise the criterion benches.
+pub fn main_or_count(var: &str, count: fn(&str), benches: fn()) {
+    if let Ok(which) = std::env::var(var) {
+        count(&which);
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
