@@ -222,30 +222,64 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: every header
 /// named in `Connection`, then the fixed list.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: look before removing anything, as a
-    // removal hashes the name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names finds which of the fixed ones are there, and
+    // only those are removed: a removal hashes its name, and most messages
+    // carry none of them, or only `Connection: keep-alive` or `close`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        // Cloning a value only bumps a reference count.
-        let listed: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for value in &listed {
-            let Ok(value) = value.to_str() else { continue };
-            for name in value.split(',') {
-                // Removing by `&str` looks the name up without allocating it;
-                // a token that is not a valid header name matches nothing.
-                headers.remove(name.trim());
+    // HOP_BY_HOP[0] is `Connection`: take its values out, and keep (by a
+    // reference count, no copy) the ones that name headers besides the
+    // fixed list; `keep-alive` alone allocates nothing.
+    let mut naming: Vec<HeaderValue> = Vec::new();
+    if present & 1 != 0 {
+        if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+            naming.extend(
+                entry
+                    .remove_entry_mult()
+                    .1
+                    .filter(|value| connection_tokens(value).any(|name| !is_fixed_hop(name))),
+            );
+        }
+    }
+    for value in &naming {
+        for name in connection_tokens(value) {
+            if !is_fixed_hop(name) {
+                // Removing by `&str` looks the name up without allocating
+                // it; a token that is not a valid header name matches nothing.
+                headers.remove(name);
             }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
+}
+
+/// The header names a `Connection` value lists (none if it is not text).
+fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+}
+
+/// Whether `name` (any case) is one of the fixed hop-by-hop headers, which
+/// [`remove_hop_by_hop`] removes by itself.
+fn is_fixed_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().eq_ignore_ascii_case(name))
 }
 
 fn via_values(name: &HeaderValue) -> [HeaderValue; 5] {
@@ -530,8 +564,20 @@ mod tests {
         fn no_hop_by_hop_header_survives(
             connection in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..4),
             names in proptest::collection::vec("[a-z-]{1,12}", 0..8),
+            fixed in proptest::num::u8::ANY,
+            list_some in proptest::num::u8::ANY,
         ) {
             let mut h = HeaderMap::new();
+            // Some of the other headers named in `Connection`, in any case.
+            let named: Vec<String> = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| list_some & (1 << i) != 0)
+                .map(|(i, n)| if i % 2 == 0 { n.to_ascii_uppercase() } else { n.clone() })
+                .collect();
+            if !named.is_empty() {
+                h.append(header::CONNECTION, HeaderValue::from_str(&named.join(" ,")).unwrap());
+            }
             for value in &connection {
                 if let Ok(value) = HeaderValue::from_bytes(value) {
                     h.append(header::CONNECTION, value);
@@ -540,8 +586,10 @@ mod tests {
             for name in &names {
                 h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
             }
-            for name in &HOP_BY_HOP {
-                h.append(name.clone(), HeaderValue::from_static("x"));
+            for (i, name) in HOP_BY_HOP.iter().enumerate() {
+                if fixed & (1 << i) != 0 {
+                    h.append(name.clone(), HeaderValue::from_static("x"));
+                }
             }
             let listed: Vec<String> = h
                 .get_all(header::CONNECTION)
