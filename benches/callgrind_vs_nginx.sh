@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, sidecar against nginx, under
+# valgrind's callgrind: a count that, unlike requests per second, does not
+# move with what else a shared machine is doing (it leaves out the kernel,
+# which benches/wrk_vs_nginx.sh's CPU time includes).
+#
+#   benches/callgrind_vs_nginx.sh            # 8 s of wrk -t1 -c16 per proxy
+#   DURATION=4 benches/callgrind_vs_nginx.sh
+#
+# Each proxy runs alone under callgrind in front of the same upstream (an
+# nginx answering a fixed 200, outside callgrind); its whole run, start-up
+# included, is divided by the requests wrk completed. The sidecar runs with
+# its defaults; nginx as one worker process, in the configuration of
+# benches/wrk_vs_nginx.sh. Everything listens on 127.0.0.1, every run is
+# bounded in time, and the callgrind outputs are left in $OUT (default
+# target/callgrind) for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8}
+OUT=${OUT:-target/callgrind}
+need() { command -v "$1" >/dev/null 2>&1 || command -v "/usr/sbin/$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || ! need valgrind; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --example sidecar -q
+SIDECAR=target/release/examples/sidecar
+mkdir -p "$OUT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); PORT=$(free_port)
+WORK=$(mktemp -d /tmp/shield-cg.XXXXXX)
+cleanup() {
+  [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
+  sleep 0.2; rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+nginx_conf() { # dir, extra main directives, http-block
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+$2
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
+  keepalive_requests 1000000;
+  $3
+}
+CONF
+}
+nginx_conf "$WORK/up" "" "server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
+"$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_conf "$WORK/proxy" "daemon off; master_process off;" "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$PORT; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+
+declare -A PER
+measure() { # name, stop signal, command...
+  local name=$1 signal=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" "$@" > "$WORK/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS "http://127.0.0.1:$PORT/" >/dev/null
+  local requests
+  requests=$(wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+  kill -"$signal" "$pid"; wait "$pid" || true
+  local total
+  total=$(awk '/^summary:/ {print $2}' "$OUT/$name.out")
+  PER[$name]=$((total / requests))
+  printf '  %-8s %8d requests  %12d instructions  %7d per request\n' "$name" "$requests" "$total" "${PER[$name]}"
+}
+
+echo "callgrind, wrk -t1 -c16 -d${DURATION}s per proxy"
+measure nginx QUIT "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
+measure sidecar TERM "$SIDECAR" --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UP"
+python3 -c "print(f'sidecar / nginx   instructions per request {${PER[sidecar]} / ${PER[nginx]}:.2f}x')"
