@@ -504,24 +504,25 @@ where
         if config.max_attempts > 1 {
             self.policy.shared.budget.deposit();
         }
-        let (parts, body) = req.into_parts();
-        let empty = body.is_end_stream();
+        // The request is looked at in place and re-wrapped with `map`, not
+        // taken apart: its head is a few hundred bytes, and every move of
+        // it is a copy.
+        let empty = req.body().is_end_stream();
         let may_retry = config.max_attempts > 1
-            && (empty || repeatable(config, &parts.method, &parts.headers, &parts.extensions))
-            && body.size_hint().lower() <= config.max_replay_body as u64;
+            && (empty || repeatable(config, req.method(), req.headers(), req.extensions()))
+            && req.body().size_hint().lower() <= config.max_replay_body as u64;
         if !may_retry {
             // Never sent twice: straight to the inner service, without a
             // policy, a copy or a read-ahead.
-            let req = Request::from_parts(parts, ReplayBody::passthrough(body));
             return ResponseFuture {
                 state: State::Called {
-                    future: self.inner.call(req),
+                    future: self.inner.call(req.map(ReplayBody::passthrough)),
                 },
                 retry: None,
             };
         }
         if empty {
-            let req = Request::from_parts(parts, ReplayBody::empty());
+            let req = req.map(|_| ReplayBody::empty());
             let mut policy = self.policy.clone();
             let copy = policy.copy_request(&req);
             let future = self.inner.call(req);
@@ -540,6 +541,7 @@ where
         let limit = config.max_replay_body;
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
         ResponseFuture {
             state: State::Buffering {
                 buffer: ReplayBody::buffer(body, limit),
