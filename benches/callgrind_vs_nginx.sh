@@ -19,16 +19,13 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-8}
 OUT=${OUT:-target/callgrind}
-need() { command -v "$1" >/dev/null 2>&1 || command -v "/usr/sbin/$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx || ! need valgrind; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind >/dev/null
-fi
+. benches/nginx.sh
+install_missing "wrk nginx valgrind" wrk nginx-light valgrind
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --example sidecar -q
 SIDECAR=target/release/examples/sidecar
 mkdir -p "$OUT"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PORT=$(free_port)
 WORK=$(mktemp -d /tmp/shield-cg.XXXXXX)
 cleanup() {
@@ -37,27 +34,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # dir, extra main directives, http-block
-  mkdir -p "$1/tmp"
-  cat > "$1/nginx.conf" <<CONF
-worker_processes 1;
-$2
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
-  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
-  keepalive_requests 1000000;
-  $3
-}
-CONF
-}
-nginx_conf "$WORK/up" "" "server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
+nginx_conf "$WORK/up" 1 "" "$(upstream_server "$UP")"
 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf"
-nginx_conf "$WORK/proxy" "daemon off; master_process off;" "upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$PORT; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf "$WORK/proxy" 1 "daemon off; master_process off;" "$(proxy_server "$PORT" "$UP")"
 
 declare -A PER
 measure() { # name, stop signal, command...

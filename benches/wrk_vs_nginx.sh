@@ -19,17 +19,13 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 
-need() { command -v "$1" >/dev/null 2>&1 || command -v "/usr/sbin/$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
-fi
+. benches/nginx.sh
+install_missing "wrk nginx" wrk nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --example sidecar -q
 SIDECAR=target/release/examples/sidecar
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NP=$(free_port); SP=$(free_port)
 WORK=$(mktemp -d /tmp/shield-wrk.XXXXXX)
 pids=()
@@ -41,27 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # dir, workers, http-block
-  mkdir -p "$1/tmp"
-  cat > "$1/nginx.conf" <<CONF
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
-  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
-  keepalive_requests 1000000;
-  $3
-}
-CONF
-  "$NGINX" -p "$1" -c "$1/nginx.conf"
-}
-
-nginx_conf "$WORK/up" 1 "server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
-nginx_conf "$WORK/proxy" auto "upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$NP; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf "$WORK/up" 1 "" "$(upstream_server "$UP")"
+"$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_conf "$WORK/proxy" auto "" "$(proxy_server "$NP" "$UP")"
+"$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 "$SIDECAR" --listen "127.0.0.1:$SP" --upstream "http://127.0.0.1:$UP" ${SIDECAR_ARGS:-} > "$WORK/sidecar.log" 2>&1 &
 pids+=($!)
 
