@@ -1,7 +1,9 @@
 //! The retry layer's cost on the success path, as ratios of a bare
 //! `tower::service_fn` call, beside `tower::retry::Retry` with a minimal
 //! policy that keeps the same copy of the request (its head, and a body that
-//! is cheap to clone); and the cost of reading a body ahead for replay, at
+//! is cheap to clone), and beside tower's `Retry` with that policy and
+//! tower's own retry budget (`TpsBudget`), which is what ours does by
+//! default; and the cost of reading a body ahead for replay, at
 //! 1 KiB and 64 KiB. One run; allocations per call are counted and printed.
 
 mod support;
@@ -10,9 +12,15 @@ use bytes::Bytes;
 use criterion::{criterion_group, BatchSize, Criterion};
 use http::{Method, Request, Response};
 use http_body_util::{Empty, Full};
-use std::{convert::Infallible, future::Ready, hint::black_box};
+use std::{convert::Infallible, future::Ready, hint::black_box, sync::Arc, time::Duration};
 use support::{allocs, counted, request};
-use tower::{retry::Policy, service_fn, Layer, Service, ServiceExt};
+use tower::{
+    retry::{
+        budget::{Budget, TpsBudget},
+        Policy,
+    },
+    service_fn, Layer, Service, ServiceExt,
+};
 use tower_shield::retry::{Config, RetryLayer};
 
 async fn handler<B>(req: Request<B>) -> Result<Response<()>, Infallible> {
@@ -50,6 +58,38 @@ impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Minimal {
     }
 }
 
+/// The minimal policy with what tower offers for a retry budget: its own
+/// `TpsBudget` (10 s, 10 per second, 20%, the same settings as ours),
+/// shared by every clone through an `Arc`, with a deposit for each answer
+/// that is not retried and a withdrawal for each retry, as tower's budget
+/// docs do it. This is tower's `Retry` doing what ours does by default.
+#[derive(Clone)]
+struct Budgeted(Arc<TpsBudget>);
+
+impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Budgeted {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<()>, Infallible>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(res) if res.status().is_server_error() => {
+                self.0.withdraw().then(|| std::future::ready(()))
+            }
+            _ => {
+                self.0.deposit();
+                Minimal.retry(req, result)
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        Minimal.clone_request(req)
+    }
+}
+
 fn get() -> Request<Empty<Bytes>> {
     request().map(|()| Empty::new())
 }
@@ -72,14 +112,16 @@ trait Get: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone {}
 impl<S: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone> Get for S {}
 
 /// The GET benches' services: the bare handler, tower's retry with the
-/// minimal policy, and ours with its defaults.
-fn services() -> (impl Get + Copy, impl Get, impl Get) {
+/// minimal policy, tower's retry with its budget, and ours with its defaults.
+fn services() -> (impl Get + Copy, impl Get, impl Get, impl Get) {
     let bare = service_fn(handler::<Empty<Bytes>>);
     let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
+    let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let tower_budgeted = tower::retry::RetryLayer::new(Budgeted(budget)).layer(bare);
     let ours = RetryLayer::new(Config::default())
         .unwrap()
         .layer(service_fn(handler));
-    (bare, tower_retry, ours)
+    (bare, tower_retry, tower_budgeted, ours)
 }
 
 fn success_path(c: &mut Criterion) {
@@ -87,7 +129,7 @@ fn success_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, tower_retry, ours) = services();
+    let (bare, tower_retry, tower_budgeted, ours) = services();
     let layer = RetryLayer::new(Config::default()).unwrap();
     let ours_full = layer.layer(service_fn(handler));
     // One attempt: what the sidecar runs without a `[retry]` section.
@@ -106,6 +148,13 @@ fn success_path(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             get,
             |req| tower_retry.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("peer_tower_retry_tps_budget", |b| {
+        b.to_async(&rt).iter_batched(
+            get,
+            |req| tower_budgeted.clone().oneshot(req),
             BatchSize::SmallInput,
         )
     });
@@ -142,9 +191,10 @@ fn success_path(c: &mut Criterion) {
     let put_1k = put(1024);
     let put_64k = put(64 * 1024);
     println!(
-        "allocations per call: service_fn {:.2}, tower retry {:.2}, ours GET {:.2}, ours POST (not retryable) {:.2}, ours PUT 1 KiB {:.2}, ours PUT 64 KiB {:.2}",
+        "allocations per call: service_fn {:.2}, tower retry {:.2}, tower retry with its budget {:.2}, ours GET {:.2}, ours POST (not retryable) {:.2}, ours PUT 1 KiB {:.2}, ours PUT 64 KiB {:.2}",
         allocs(&rt, |_| bare.oneshot(get())),
         allocs(&rt, |_| tower_retry.clone().oneshot(get())),
+        allocs(&rt, |_| tower_budgeted.clone().oneshot(get())),
         allocs(&rt, |_| ours.clone().oneshot(get())),
         allocs(&rt, |_| ours_full.clone().oneshot(post())),
         allocs(&rt, |_| ours_full.clone().oneshot(put_1k())),
@@ -154,8 +204,8 @@ fn success_path(c: &mut Criterion) {
 
 criterion_group!(benches, success_path);
 
-/// With `RETRY_COUNT=<bench>` set (`service_fn`, `peer_tower_retry_minimal_policy`
-/// or `ours_get`), runs 10 000 GETs (built beforehand) through that service
+/// With `RETRY_COUNT=<bench>` set (`service_fn`, `peer_tower_retry_minimal_policy`,
+/// `peer_tower_retry_tps_budget` or `ours_get`), runs 10 000 GETs (built beforehand) through that service
 /// inside `support::counted`, for an instruction count that does not move with the
 /// machine's load:
 ///
@@ -170,11 +220,12 @@ fn count(which: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, tower_retry, ours) = services();
+    let (bare, tower_retry, tower_budgeted, ours) = services();
     let reqs: Vec<_> = (0..10_000).map(|_| get()).collect();
     match which {
         "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),
         "peer_tower_retry_minimal_policy" => counted(&rt, reqs, |r| tower_retry.clone().oneshot(r)),
+        "peer_tower_retry_tps_budget" => counted(&rt, reqs, |r| tower_budgeted.clone().oneshot(r)),
         "ours_get" => counted(&rt, reqs, |r| ours.clone().oneshot(r)),
         other => panic!("RETRY_COUNT: no bench {other:?}"),
     }
