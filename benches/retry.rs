@@ -12,7 +12,16 @@ use bytes::Bytes;
 use criterion::{criterion_group, BatchSize, Criterion};
 use http::{Method, Request, Response};
 use http_body_util::{Empty, Full};
-use std::{convert::Infallible, future::Ready, hint::black_box, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Ready,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 use support::{allocs, counted, request};
 use tower::{
     retry::{
@@ -90,6 +99,30 @@ impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Budgeted {
     }
 }
 
+/// The floor of a retry whose clones share state, as a budget must: the
+/// minimal policy plus one shared counter (an `Arc`, so every clone of the
+/// service and every response future bumps its count) with one atomic add
+/// per request, and nothing else: no clock, no lock, no decision.
+#[derive(Clone)]
+struct MinimalShared(Arc<AtomicU64>);
+
+impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for MinimalShared {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<()>, Infallible>,
+    ) -> Option<Self::Future> {
+        Minimal.retry(req, result)
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Minimal.clone_request(req)
+    }
+}
+
 fn get() -> Request<Empty<Bytes>> {
     request().map(|()| Empty::new())
 }
@@ -113,15 +146,16 @@ impl<S: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone> Get for
 
 /// The GET benches' services: the bare handler, tower's retry with the
 /// minimal policy, tower's retry with its budget, and ours with its defaults.
-fn services() -> (impl Get + Copy, impl Get, impl Get, impl Get) {
+fn services() -> (impl Get + Copy, impl Get, impl Get, impl Get, impl Get) {
     let bare = service_fn(handler::<Empty<Bytes>>);
     let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
+    let shared = tower::retry::RetryLayer::new(MinimalShared(Arc::default())).layer(bare);
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
     let tower_budgeted = tower::retry::RetryLayer::new(Budgeted(budget)).layer(bare);
     let ours = RetryLayer::new(Config::default())
         .unwrap()
         .layer(service_fn(handler));
-    (bare, tower_retry, tower_budgeted, ours)
+    (bare, tower_retry, shared, tower_budgeted, ours)
 }
 
 fn success_path(c: &mut Criterion) {
@@ -129,7 +163,7 @@ fn success_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, tower_retry, tower_budgeted, ours) = services();
+    let (bare, tower_retry, shared, tower_budgeted, ours) = services();
     let layer = RetryLayer::new(Config::default()).unwrap();
     let ours_full = layer.layer(service_fn(handler));
     // One attempt: what the sidecar runs without a `[retry]` section.
@@ -148,6 +182,13 @@ fn success_path(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             get,
             |req| tower_retry.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("floor_tower_retry_minimal_shared_counter", |b| {
+        b.to_async(&rt).iter_batched(
+            get,
+            |req| shared.clone().oneshot(req),
             BatchSize::SmallInput,
         )
     });
@@ -205,7 +246,8 @@ fn success_path(c: &mut Criterion) {
 criterion_group!(benches, success_path);
 
 /// With `RETRY_COUNT=<bench>` set (`service_fn`, `peer_tower_retry_minimal_policy`,
-/// `peer_tower_retry_tps_budget` or `ours_get`), runs 10 000 GETs (built beforehand) through that service
+/// `floor_tower_retry_minimal_shared_counter`, `peer_tower_retry_tps_budget`
+/// or `ours_get`), runs 10 000 GETs (built beforehand) through that service
 /// inside `support::counted`, for an instruction count that does not move with the
 /// machine's load:
 ///
@@ -220,12 +262,15 @@ fn count(which: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, tower_retry, tower_budgeted, ours) = services();
+    let (bare, tower_retry, shared, tower_budgeted, ours) = services();
     let reqs: Vec<_> = (0..10_000).map(|_| get()).collect();
     match which {
         "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),
         "peer_tower_retry_minimal_policy" => counted(&rt, reqs, |r| tower_retry.clone().oneshot(r)),
         "peer_tower_retry_tps_budget" => counted(&rt, reqs, |r| tower_budgeted.clone().oneshot(r)),
+        "floor_tower_retry_minimal_shared_counter" => {
+            counted(&rt, reqs, |r| shared.clone().oneshot(r))
+        }
         "ours_get" => counted(&rt, reqs, |r| ours.clone().oneshot(r)),
         other => panic!("RETRY_COUNT: no bench {other:?}"),
     }
