@@ -525,15 +525,22 @@ where
             let req = req.map(|_| ReplayBody::empty());
             let mut policy = self.policy.clone();
             let copy = policy.copy_request(&req);
-            let future = self.inner.call(req);
-            return ResponseFuture {
-                state: State::Called { future },
-                retry: copy.map(|request| Retrying {
+            // Built in place: no `Option::map`, which moves the copy once more.
+            let retry = if copy.is_some() {
+                Some(Retrying {
                     // Made ready again before it is called.
                     service: self.inner.clone(),
                     policy,
-                    request: Some(request),
-                }),
+                    request: copy,
+                })
+            } else {
+                None
+            };
+            return ResponseFuture {
+                state: State::Called {
+                    future: self.inner.call(req),
+                },
+                retry,
             };
         }
         // Read the body ahead; the service made ready for this call goes
