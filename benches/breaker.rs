@@ -70,6 +70,18 @@ fn closed_path(c: &mut Criterion) {
         tower::BoxError::from(e)
     })
     .layer(service_fn(handler));
+    // The floor taken apart: the same `MapErr` with nothing shared and the
+    // error passed through, then with the `BoxError` only, then with the
+    // `Arc` only.
+    let identity =
+        tower::util::MapErrLayer::new(|e: std::convert::Infallible| e).layer(service_fn(handler));
+    let boxed = tower::util::MapErrLayer::new(tower::BoxError::from).layer(service_fn(handler));
+    let shared = std::sync::Arc::new(());
+    let with_arc = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
+        let _ = &shared;
+        e
+    })
+    .layer(service_fn(handler));
     let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
     let failsafe = failsafe::Config::new().build();
     let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
@@ -91,6 +103,27 @@ fn closed_path(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             request,
             |req| floor.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("floor_part_identity_map_err", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| identity.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("floor_part_box_error_only", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| boxed.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("floor_part_arc_only", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| with_arc.clone().oneshot(req),
             BatchSize::SmallInput,
         )
     });
