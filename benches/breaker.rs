@@ -8,13 +8,13 @@
 
 mod support;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use http::{Request, Response};
 use std::{
     hint::black_box,
     time::{Duration, Instant},
 };
-use support::{allocs, handler, request};
+use support::{allocs, counted, handler, request};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_shield::breaker::{CircuitBreakerLayer, Config};
 
@@ -316,4 +316,37 @@ fn clock(c: &mut Criterion) {
 }
 
 criterion_group!(benches, closed_path, open_path, contention, clock);
-criterion_main!(benches);
+
+/// With `BREAKER_COUNT=<bench>` set (`service_fn`, `floor_tower_map_err` or
+/// `consecutive`), runs 10 000 calls (requests built beforehand) through
+/// that service inside `support::counted`, for an instruction count that
+/// does not move with the machine's load:
+///
+/// ```text
+/// BREAKER_COUNT=consecutive valgrind --tool=callgrind \
+///     --toggle-collect='*::support::counted' target/release/deps/breaker-<hash>
+/// ```
+fn count(which: &str) {
+    let rt = rt();
+    let bare = service_fn(handler);
+    let consecutive = CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    let shared = std::sync::Arc::new(());
+    let floor = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
+        let _ = &shared;
+        tower::BoxError::from(e)
+    })
+    .layer(service_fn(handler));
+    let reqs: Vec<_> = (0..10_000).map(|_| request()).collect();
+    match which {
+        "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),
+        "floor_tower_map_err" => counted(&rt, reqs, |r| floor.clone().oneshot(r)),
+        "consecutive" => counted(&rt, reqs, |r| consecutive.clone().oneshot(r)),
+        other => panic!("BREAKER_COUNT: no bench {other:?}"),
+    }
+}
+
+fn main() {
+    support::main_or_count("BREAKER_COUNT", count, benches);
+}
