@@ -298,6 +298,64 @@ fn contention(_c: &mut Criterion) {
     }
 }
 
+/// Calls one instance of `svc` for every request, never cloning it (as a
+/// server connection or a `tower::buffer` worker does), with the requests
+/// built before the clock starts.
+fn one_instance<S>(b: &mut criterion::Bencher<'_>, rt: &tokio::runtime::Runtime, svc: &S)
+where
+    S: tower::Service<Request<()>, Response = Response<()>> + Clone + 'static,
+{
+    b.to_async(rt).iter_custom(|iters| {
+        let mut svc = svc.clone();
+        async move {
+            let reqs: Vec<_> = (0..iters).map(|_| request()).collect();
+            let start = std::time::Instant::now();
+            for req in reqs {
+                if let Ok(ready) = svc.ready().await {
+                    black_box(ready.call(req).await.is_ok());
+                }
+            }
+            start.elapsed()
+        }
+    })
+}
+
+/// The closed path again, calling one service instance instead of a clone
+/// per call: what a breaker costs when no service `Arc` is bumped per call,
+/// beside the floor (whose future then holds nothing shared) and recloser.
+fn one_instance_path(c: &mut Criterion) {
+    let rt = rt();
+    let bare = service_fn(handler);
+    let consecutive = CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler));
+    let shared = std::sync::Arc::new(());
+    let floor = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
+        let _ = &shared;
+        tower::BoxError::from(e)
+    })
+    .layer(service_fn(handler));
+    let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
+    let mut group = c.benchmark_group("breaker/one_instance");
+    group.bench_function("service_fn", |b| one_instance(b, &rt, &bare));
+    group.bench_function("floor_tower_map_err", |b| one_instance(b, &rt, &floor));
+    group.bench_function("consecutive", |b| one_instance(b, &rt, &consecutive));
+    group.bench_function("peer_recloser", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let recloser = recloser.clone();
+            async move {
+                let reqs: Vec<_> = (0..iters).map(|_| request()).collect();
+                let start = std::time::Instant::now();
+                for req in reqs {
+                    black_box(recloser.call(bare.oneshot(req)).await.is_ok());
+                }
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
 /// What a clock read costs in this harness: the breaker reads tokio's clock
 /// (so that tests can pause it), and this build has tokio's `test-util`
 /// (the tests need it), under which every read asks the runtime for its
@@ -315,7 +373,14 @@ fn clock(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, closed_path, open_path, contention, clock);
+criterion_group!(
+    benches,
+    closed_path,
+    one_instance_path,
+    open_path,
+    contention,
+    clock
+);
 
 /// With `BREAKER_COUNT=<bench>` set (`service_fn`, `floor_tower_map_err` or
 /// `consecutive`), runs 10 000 calls (requests built beforehand) through

@@ -100,6 +100,12 @@ pub trait MakeKey<B> {
             None => false,
         }
     }
+
+    /// Whether every request goes to the default breaker, whatever it is:
+    /// the layer then skips making a key at all. `false` unless overridden.
+    fn is_single(&self) -> bool {
+        false
+    }
 }
 
 /// One breaker for every request.
@@ -113,6 +119,10 @@ impl<B> MakeKey<B> for Single {
 
     fn write_key(&self, _: &Request<B>, _: &mut String) -> bool {
         false
+    }
+
+    fn is_single(&self) -> bool {
+        true
     }
 }
 
@@ -205,6 +215,10 @@ impl<B> MakeKey<B> for KeyBy {
                 true
             }
         }
+    }
+
+    fn is_single(&self) -> bool {
+        matches!(self, KeyBy::None)
     }
 }
 
@@ -465,19 +479,25 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let acquired = with_key_buffer(|key| {
-            if !self.make_key.write_key(&req, key) {
-                // The default breaker is borrowed, and its `Arc` cloned
-                // only for a call it lets through: a rejection touches no
-                // reference count of it.
-                let default = &self.breakers.inner.default;
-                return default
-                    .try_acquire()
-                    .map(|permit| (default.clone(), permit));
-            }
-            let breaker = self.breakers.for_key(Some(key.as_str()));
-            breaker.try_acquire().map(|permit| (breaker, permit))
-        });
+        // The default breaker is borrowed, and its `Arc` cloned only for a
+        // call it lets through: a rejection touches no reference count of it.
+        let default = || {
+            let default = &self.breakers.inner.default;
+            default
+                .try_acquire()
+                .map(|permit| (default.clone(), permit))
+        };
+        let acquired = if self.make_key.is_single() {
+            default()
+        } else {
+            with_key_buffer(|key| {
+                if !self.make_key.write_key(&req, key) {
+                    return default();
+                }
+                let breaker = self.breakers.for_key(Some(key.as_str()));
+                breaker.try_acquire().map(|permit| (breaker, permit))
+            })
+        };
         match acquired {
             Ok((breaker, permit)) => ResponseFuture {
                 kind: Kind::Called {
@@ -593,6 +613,17 @@ mod tests {
 
     fn get(uri: &str) -> Request<()> {
         Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn only_single_and_key_none_skip_the_key() {
+        assert!(MakeKey::<()>::is_single(&Single));
+        assert!(MakeKey::<()>::is_single(&KeyBy::None));
+        assert!(!MakeKey::<()>::is_single(&KeyBy::Authority));
+        assert!(!MakeKey::<()>::is_single(&KeyBy::Route));
+        assert!(!MakeKey::<()>::is_single(&Authority));
+        let closure = |_: &Request<()>| None::<String>;
+        assert!(!MakeKey::<()>::is_single(&closure));
     }
 
     #[test]
