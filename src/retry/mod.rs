@@ -427,7 +427,12 @@ impl<C> RetryPolicy<C> {
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
+        // `Request::new`'s header map is `HeaderMap::new()`, which owns no
+        // memory: it is forgotten rather than run through its drop code.
+        let empty = std::mem::replace(copy.headers_mut(), req.headers().clone());
+        if empty.capacity() == 0 {
+            std::mem::forget(empty);
+        }
         *copy.extensions_mut() = req.extensions().clone();
         Some(copy)
     }
