@@ -30,14 +30,35 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The breaker in its default, consecutive-failures mode over the baseline
+/// handler.
+fn consecutive(
+) -> impl tower::Service<Request<()>, Response = Response<()>, Error = tower::BoxError> + Clone {
+    CircuitBreakerLayer::new(Config::default())
+        .unwrap()
+        .layer(service_fn(handler))
+}
+
+/// The floor of any layer of the breaker's shape: tower's own `MapErr`,
+/// holding shared state (an `Arc`, cloned with the service and into each
+/// response future with the closure) and turning the error into a
+/// `BoxError`, with no logic at all.
+fn floor(
+) -> impl tower::Service<Request<()>, Response = Response<()>, Error = tower::BoxError> + Clone {
+    let shared = std::sync::Arc::new(());
+    tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
+        let _ = &shared;
+        tower::BoxError::from(e)
+    })
+    .layer(service_fn(handler))
+}
+
 // Every bench clones its service per call; the bare `service_fn` is `Copy`.
 #[allow(clippy::clone_on_copy)]
 fn closed_path(c: &mut Criterion) {
     let rt = rt();
     let bare = service_fn(handler);
-    let consecutive = CircuitBreakerLayer::new(Config::default())
-        .unwrap()
-        .layer(service_fn(handler));
+    let consecutive = consecutive();
     let slow = CircuitBreakerLayer::new(
         Config::default()
             .slow_call_duration(Duration::from_secs(1))
@@ -61,15 +82,7 @@ fn closed_path(c: &mut Criterion) {
     )
     .unwrap()
     .layer(service_fn(handler));
-    // The floor of any layer of this shape: tower's own `MapErr`, holding
-    // shared state (an `Arc`, cloned with the service) and turning the
-    // error into a `BoxError`, with no logic at all.
-    let shared = std::sync::Arc::new(());
-    let floor = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
-        let _ = &shared;
-        tower::BoxError::from(e)
-    })
-    .layer(service_fn(handler));
+    let floor = floor();
     // The floor taken apart: the same `MapErr` with nothing shared and the
     // error passed through, then with the `BoxError` only, then with the
     // `Arc` only.
@@ -322,19 +335,13 @@ where
 
 /// The closed path again, calling one service instance instead of a clone
 /// per call: what a breaker costs when no service `Arc` is bumped per call,
-/// beside the floor (whose future then holds nothing shared) and recloser.
+/// beside the floor (whose response future still holds its `Arc`, in the
+/// closure) and recloser.
 fn one_instance_path(c: &mut Criterion) {
     let rt = rt();
     let bare = service_fn(handler);
-    let consecutive = CircuitBreakerLayer::new(Config::default())
-        .unwrap()
-        .layer(service_fn(handler));
-    let shared = std::sync::Arc::new(());
-    let floor = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
-        let _ = &shared;
-        tower::BoxError::from(e)
-    })
-    .layer(service_fn(handler));
+    let consecutive = consecutive();
+    let floor = floor();
     let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
     let mut group = c.benchmark_group("breaker/one_instance");
     group.bench_function("service_fn", |b| one_instance(b, &rt, &bare));
@@ -394,15 +401,8 @@ criterion_group!(
 fn count(which: &str) {
     let rt = rt();
     let bare = service_fn(handler);
-    let consecutive = CircuitBreakerLayer::new(Config::default())
-        .unwrap()
-        .layer(service_fn(handler));
-    let shared = std::sync::Arc::new(());
-    let floor = tower::util::MapErrLayer::new(move |e: std::convert::Infallible| {
-        let _ = &shared;
-        tower::BoxError::from(e)
-    })
-    .layer(service_fn(handler));
+    let consecutive = consecutive();
+    let floor = floor();
     let reqs: Vec<_> = (0..10_000).map(|_| request()).collect();
     match which {
         "service_fn" => counted(&rt, reqs, |r| bare.oneshot(r)),

@@ -67,15 +67,21 @@ impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Minimal {
     }
 }
 
-/// The minimal policy with what tower offers for a retry budget: its own
-/// `TpsBudget` (10 s, 10 per second, 20%, the same settings as ours),
-/// shared by every clone through an `Arc`, with a deposit for each answer
-/// that is not retried and a withdrawal for each retry, as tower's budget
-/// docs do it. This is tower's `Retry` doing what ours does by default.
-#[derive(Clone)]
-struct Budgeted(Arc<TpsBudget>);
+/// The minimal policy plus a budget shared by every clone through an `Arc`:
+/// a deposit for each answer that is not retried and a withdrawal for each
+/// retry, as tower's budget docs do it. With tower's own `TpsBudget` (10 s,
+/// 10 per second, 20%, the same settings as ours) this is tower's `Retry`
+/// doing what ours does by default; with [`Counter`] it is the floor of any
+/// retry whose clones share state.
+struct Budgeted<T>(Arc<T>);
 
-impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Budgeted {
+impl<T> Clone for Budgeted<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Budget, B: Clone> Policy<Request<B>, Response<()>, Infallible> for Budgeted<T> {
     type Future = Ready<()>;
 
     fn retry(
@@ -99,27 +105,18 @@ impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for Budgeted {
     }
 }
 
-/// The floor of a retry whose clones share state, as a budget must: the
-/// minimal policy plus one shared counter (an `Arc`, so every clone of the
-/// service and every response future bumps its count) with one atomic add
-/// per request, and nothing else: no clock, no lock, no decision.
-#[derive(Clone)]
-struct MinimalShared(Arc<AtomicU64>);
+/// The least a shared budget can be: one counter, one atomic add per
+/// deposit, and nothing else (no clock, no lock, no decision).
+#[derive(Default)]
+struct Counter(AtomicU64);
 
-impl<B: Clone> Policy<Request<B>, Response<()>, Infallible> for MinimalShared {
-    type Future = Ready<()>;
-
-    fn retry(
-        &mut self,
-        req: &mut Request<B>,
-        result: &mut Result<Response<()>, Infallible>,
-    ) -> Option<Self::Future> {
-        Minimal.retry(req, result)
+impl Budget for Counter {
+    fn deposit(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Minimal.clone_request(req)
+    fn withdraw(&self) -> bool {
+        false
     }
 }
 
@@ -149,7 +146,7 @@ impl<S: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone> Get for
 fn services() -> (impl Get + Copy, impl Get, impl Get, impl Get, impl Get) {
     let bare = service_fn(handler::<Empty<Bytes>>);
     let tower_retry = tower::retry::RetryLayer::new(Minimal).layer(bare);
-    let shared = tower::retry::RetryLayer::new(MinimalShared(Arc::default())).layer(bare);
+    let shared = tower::retry::RetryLayer::new(Budgeted(Arc::<Counter>::default())).layer(bare);
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
     let tower_budgeted = tower::retry::RetryLayer::new(Budgeted(budget)).layer(bare);
     let ours = RetryLayer::new(Config::default())
