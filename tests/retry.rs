@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
     body::ReplayBody,
-    retry::{Attempts, Config, Jitter, RetryLayer},
+    retry::{Attempts, Config, Jitter, Repeatable, RetryLayer},
     BoxError,
 };
 
@@ -193,6 +193,36 @@ async fn post_is_not_retried_but_post_with_idempotency_key_is() {
     assert!(seen
         .iter()
         .all(|(m, d, _)| m == Method::POST && *d == digest));
+}
+
+/// Whether a request may be repeated is asked only when its answer could
+/// be retried; a request without a body is the case where nothing else
+/// decides it first.
+#[tokio::test(start_paused = true)]
+async fn a_post_without_a_body_is_retried_only_when_marked_repeatable() {
+    let up = Upstream::failing(usize::MAX, 503);
+    let addr = up.serve().await;
+    let post = |repeatable: bool| {
+        let mut req = Request::post(format!("http://{addr}/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        if repeatable {
+            req.extensions_mut().insert(Repeatable);
+        }
+        req
+    };
+    let layer = RetryLayer::new(fast()).unwrap();
+    let res = client(&layer).oneshot(post(false)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!((attempts(&res), up.seen().len()), (1, 1));
+
+    let res = client(&layer).oneshot(post(true)).await.unwrap();
+    assert_eq!((attempts(&res), up.seen().len()), (3, 4));
+
+    // Or when the layer is told every method may be repeated.
+    let layer = RetryLayer::new(fast().retry_non_idempotent(true)).unwrap();
+    let res = client(&layer).oneshot(post(false)).await.unwrap();
+    assert_eq!((attempts(&res), up.seen().len()), (3, 7));
 }
 
 /// A body of `chunks` chunks of `size` bytes, of unknown length.

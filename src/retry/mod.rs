@@ -263,7 +263,6 @@ impl<C> RetryLayer<C> {
             attempts: 0,
             started: None,
             previous: self.shared.config.base_delay,
-            repeatable: false,
         }
     }
 }
@@ -288,23 +287,23 @@ pub struct RetryPolicy<C = ServerErrorsAsFailures> {
     attempts: u32,
     started: Option<Instant>,
     previous: Duration,
-    repeatable: bool,
 }
 
 impl<C> fmt::Debug for RetryPolicy<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
             .field("attempts", &self.attempts)
-            .field("repeatable", &self.repeatable)
             .finish_non_exhaustive()
     }
 }
 
 impl<C> RetryPolicy<C> {
-    /// Whether to retry after attempt `n`, and after what delay; or why not.
-    fn decide<Res, E>(
+    /// Whether to retry after attempt `n` of `req`, and after what delay;
+    /// or why not.
+    fn decide<B, Res, E>(
         &mut self,
         n: u32,
+        req: &Request<B>,
         result: &Result<Response<Res>, E>,
     ) -> Result<(Duration, &'static str), &'static str>
     where
@@ -315,6 +314,8 @@ impl<C> RetryPolicy<C> {
         if n >= config.max_attempts {
             return Err("attempts exhausted");
         }
+        // Only asked once an answer could be retried: a success never needs it.
+        let repeatable = || repeatable(config, req.method(), req.headers(), req.extensions());
         let error = match result {
             Err(err) => err.as_std_error(),
             Ok(_) => None,
@@ -327,7 +328,7 @@ impl<C> RetryPolicy<C> {
         let open: Option<Duration> = None;
         let (delay, reason) = if let Some(wait) = open {
             // Only worth waiting for when a deadline says how long we may.
-            if config.deadline.is_none() || !self.repeatable {
+            if config.deadline.is_none() || !repeatable() {
                 return Err("circuit open");
             }
             (wait, "circuit open")
@@ -335,7 +336,7 @@ impl<C> RetryPolicy<C> {
             if self.classifier.classify(result) != Class::Retryable {
                 return Err("not retryable");
             }
-            if !self.repeatable && !error.is_some_and(is_connect_error) {
+            if !error.is_some_and(is_connect_error) && !repeatable() {
                 return Err("not safe to repeat");
             }
             let asked = match result {
@@ -372,8 +373,9 @@ impl<C> RetryPolicy<C> {
 impl<C> RetryPolicy<C> {
     /// After an attempt: the wait before the next one, or `None` to
     /// answer with `result`.
-    fn after_attempt<Res, E>(
+    fn after_attempt<B, Res, E>(
         &mut self,
+        req: &Request<B>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<Pin<Box<Sleep>>>
     where
@@ -382,7 +384,7 @@ impl<C> RetryPolicy<C> {
     {
         self.attempts += 1;
         let n = self.attempts;
-        match self.decide(n, result) {
+        match self.decide(n, req, result) {
             Ok((delay, reason)) => {
                 self.previous = delay;
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -407,15 +409,22 @@ impl<C> RetryPolicy<C> {
     }
 
     /// The copy of `req` for the next attempt, if it may have one.
+    ///
+    /// Inlined so that the copy is built where it is kept, not built and
+    /// then moved there.
+    #[inline(always)]
     fn copy_request<B>(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
         let config = &self.shared.config;
         if config.max_attempts <= 1 {
             return None;
         }
         if self.attempts == 0 && self.started.is_none() {
-            let body_empty = req.body().is_empty();
-            self.repeatable = repeatable(config, req.method(), req.headers(), req.extensions());
-            if !self.repeatable && !body_empty {
+            // A body is only worth keeping for a request that may be sent
+            // again; an empty one costs nothing, and whether its request may
+            // be repeated is asked only if its answer could be retried.
+            if !req.body().is_empty()
+                && !repeatable(config, req.method(), req.headers(), req.extensions())
+            {
                 return None;
             }
             if config.deadline.is_some() {
@@ -450,10 +459,10 @@ where
 
     fn retry(
         &mut self,
-        _req: &mut Request<ReplayBody<B>>,
+        req: &mut Request<ReplayBody<B>>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<Self::Future> {
-        self.after_attempt(result)
+        self.after_attempt(req, result)
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
@@ -530,22 +539,22 @@ where
             let req = req.map(|_| ReplayBody::empty());
             let mut policy = self.policy.clone();
             let copy = policy.copy_request(&req);
-            // Built in place: no `Option::map`, which moves the copy once more.
-            let retry = if copy.is_some() {
-                Some(Retrying {
-                    // Made ready again before it is called.
-                    service: self.inner.clone(),
-                    policy,
-                    request: copy,
-                })
-            } else {
-                None
-            };
+            // Built in place, in one expression: no `Option::map` and no
+            // local for the retry state, each of which moves it once more.
             return ResponseFuture {
+                retry: if copy.is_some() {
+                    Some(Retrying {
+                        // Made ready again before it is called.
+                        service: self.inner.clone(),
+                        policy,
+                        request: copy,
+                    })
+                } else {
+                    None
+                },
                 state: State::Called {
                     future: self.inner.call(req),
                 },
-                retry,
             };
         }
         // Read the body ahead; the service made ready for this call goes
@@ -645,13 +654,13 @@ where
                     // attempt, the answer is final.
                     let Some(Retrying {
                         policy,
-                        request: Some(_),
+                        request: Some(copy),
                         ..
                     }) = this.retry.as_mut()
                     else {
                         return Poll::Ready(result.map_err(Into::into));
                     };
-                    match policy.after_attempt(&mut result) {
+                    match policy.after_attempt(copy, &mut result) {
                         Some(sleep) => this.state.set(State::Waiting { sleep }),
                         None => return Poll::Ready(result.map_err(Into::into)),
                     }
