@@ -24,6 +24,7 @@ install_missing "wrk nginx valgrind" wrk nginx-light valgrind
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --example sidecar -q
 SIDECAR=target/release/examples/sidecar
+FLOOR=$(build_hyper_floor)
 mkdir -p "$OUT"
 
 UP=$(free_port); PORT=$(free_port)
@@ -56,5 +57,10 @@ measure() { # name, stop signal, command...
 
 echo "callgrind, wrk -t1 -c16 -d${DURATION}s per proxy"
 measure nginx QUIT "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
+measure floor TERM "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP"
 measure sidecar TERM "$SIDECAR" --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UP"
-python3 -c "print(f'sidecar / nginx   instructions per request {${PER[sidecar]} / ${PER[nginx]}:.2f}x')"
+python3 -c "
+n, f, s = ${PER[nginx]}, ${PER[floor]}, ${PER[sidecar]}
+print(f'hyper floor / nginx   instructions per request {f / n:.2f}x')
+print(f'sidecar / nginx       instructions per request {s / n:.2f}x')
+print(f'sidecar / hyper floor instructions per request {s / f:.2f}x')"

@@ -50,3 +50,10 @@ proxy_server() { # listen port, upstream port
   echo "upstream up { server 127.0.0.1:$2; keepalive 64; }
   server { listen 127.0.0.1:$1; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 }
+
+# Builds benches/hyper_floor.rs (the least a reverse proxy on hyper can run)
+# with the release settings the sidecar is built with, and prints its path.
+build_hyper_floor() {
+  cargo bench --bench hyper_floor --no-run 2>&1 \
+    | sed -n 's/.*Executable benches\/hyper_floor.rs (\(.*\))/\1/p'
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side load test of the sidecar's pass-through against nginx as a
-# plain reverse proxy of the same upstream, and against the upstream alone.
+# plain reverse proxy of the same upstream, against the upstream alone, and
+# against benches/hyper_floor.rs (the least a reverse proxy on hyper can
+# run: what the sidecar would cost with nothing but hyper in it).
 #
 #   benches/wrk_vs_nginx.sh            # 3 rounds x 10 s per target
 #   DURATION=5 ROUNDS=5 CONNECTIONS=32 benches/wrk_vs_nginx.sh
@@ -25,8 +27,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --example sidecar -q
 SIDECAR=target/release/examples/sidecar
+FLOOR=$(build_hyper_floor)
 
-UP=$(free_port); NP=$(free_port); SP=$(free_port)
+UP=$(free_port); NP=$(free_port); SP=$(free_port); FP=$(free_port)
 WORK=$(mktemp -d /tmp/shield-wrk.XXXXXX)
 pids=()
 cleanup() {
@@ -43,8 +46,10 @@ nginx_conf "$WORK/proxy" auto "" "$(proxy_server "$NP" "$UP")"
 "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 "$SIDECAR" --listen "127.0.0.1:$SP" --upstream "http://127.0.0.1:$UP" ${SIDECAR_ARGS:-} > "$WORK/sidecar.log" 2>&1 &
 pids+=($!)
+"$FLOOR" --listen "127.0.0.1:$FP" --upstream "127.0.0.1:$UP" > "$WORK/floor.log" 2>&1 &
+pids+=($!)
 
-for port in $UP $NP $SP; do
+for port in $UP $NP $SP $FP; do
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fsS "http://127.0.0.1:$port/" >/dev/null
 done
@@ -82,37 +87,42 @@ run() { # name port
 PIDS[direct]=$(cat "$WORK/up/nginx.pid"; pgrep -P "$(cat "$WORK/up/nginx.pid")")
 PIDS[nginx]=$(cat "$WORK/proxy/nginx.pid"; pgrep -P "$(cat "$WORK/proxy/nginx.pid")")
 PIDS[sidecar]=${pids[0]}
+PIDS[floor]=${pids[1]}
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 # Rotate the order every round so that neither proxy always runs first.
-order=("direct $UP" "nginx $NP" "sidecar $SP")
+order=("direct $UP" "nginx $NP" "sidecar $SP" "floor $FP")
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
-  for i in 0 1 2; do
+  for i in 0 1 2 3; do
     # shellcheck disable=SC2086
-    run ${order[$(( (i + r) % 3 ))]}
+    run ${order[$(( (i + r) % 4 ))]}
   done
 done
 
-python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" \
-  "${CPU[direct]}" "${CPU[nginx]}" "${CPU[sidecar]}" <<'PY'
+python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${RPS[floor]}" \
+  "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" "${P99[floor]}" \
+  "${CPU[direct]}" "${CPU[nginx]}" "${CPU[sidecar]}" "${CPU[floor]}" <<'PY'
 import statistics, sys
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit): return float(v[:-len(unit)]) * f
     return float(v)
-names = ["direct", "nginx", "sidecar"]
-rps = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1:4])}
-p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[4:7])}
-cpu = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[7:10])}
-rounds = [a.split() for a in sys.argv[1:4]]
-paired = [float(s) / float(n) for n, s in zip(rounds[1], rounds[2])]
-print("\nmedians (direct's CPU is the upstream's own)")
+names = ["direct", "nginx", "sidecar", "floor"]
+k = len(names)
+rounds = [a.split() for a in sys.argv[1:1 + k]]
+rps = {n: statistics.median(map(float, a)) for n, a in zip(names, rounds)}
+p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[1 + k:1 + 2 * k])}
+cpu = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1 + 2 * k:1 + 3 * k])}
+print("\nmedians (direct's CPU is the upstream's own; floor is benches/hyper_floor.rs)")
 for n in names:
     print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms  {cpu[n]:6.1f} us CPU/req")
-print(f"\nsidecar / nginx   throughput {rps['sidecar']/rps['nginx']:.2f}x   p99 {p99['sidecar']/p99['nginx']:.2f}x"
-      f"   CPU per request {cpu['sidecar']/cpu['nginx']:.2f}x")
-print(f"sidecar / nginx   per round: " + " ".join(f"{r:.2f}" for r in paired))
+print()
+for a, b in (("sidecar", "nginx"), ("floor", "nginx"), ("sidecar", "floor")):
+    paired = [float(x) / float(y) for x, y in zip(rounds[names.index(a)], rounds[names.index(b)])]
+    print(f"{a + ' / ' + b:17} throughput {rps[a]/rps[b]:.2f}x   p99 {p99[a]/p99[b]:.2f}x"
+          f"   CPU per request {cpu[a]/cpu[b]:.2f}x")
+    print(f"{a + ' / ' + b:17} per round: " + " ".join(f"{r:.2f}" for r in paired))
 print(f"sidecar / direct  throughput {rps['sidecar']/rps['direct']:.2f}x")
 print(f"nginx / direct    throughput {rps['nginx']/rps['direct']:.2f}x")
 PY
