@@ -23,9 +23,9 @@ use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
-    service::TowerToHyperService,
 };
 use std::{
+    cell::RefCell,
     collections::VecDeque,
     convert::Infallible,
     future::Future,
@@ -424,6 +424,17 @@ impl http_body::Body for PooledBody {
     }
 }
 
+/// What one worker serves with: its own upstream client pool and the
+/// layers, from which [`App::service`] builds each connection's stack.
+struct App {
+    client: UpstreamClient,
+    context: ServerContextLayer,
+    proxy: ReverseProxyLayer,
+    retry: RetryLayer,
+    stack: ClientStack,
+    report: Arc<Report>,
+}
+
 /// The sidecar's service for one worker: health, error responses, the
 /// client stack and the reverse proxy over the worker's own client pool.
 fn app(
@@ -431,37 +442,18 @@ fn app(
     stack: &ClientStack,
     retry: &RetryLayer,
     upstream: &str,
-) -> Result<
-    impl Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody<PooledBody>>,
-            Error = Infallible,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static,
-    BoxError,
-> {
-    let client = UpstreamClient::new(&upstream.parse()?, config.timeout.request)?;
-    // The client stack goes inside the proxy, so that it sees the upstream's
-    // URI: `key = "authority"` then means one breaker for the upstream.
-    // The server context goes outermost, so even a 502 or 504 carries the
-    // request's IDs; the client context is in the client stack, inside the
-    // retries, so every attempt is a client span of its own.
+) -> Result<App, BoxError> {
     let context = config
         .context
         .as_ref()
         .map(|c| c.to_context())
         .transpose()?;
-    let proxy = ServiceBuilder::new()
-        .layer(ServerContextLayer::optional(context))
-        .error_responses()
-        .reverse_proxy(ReverseProxyLayer::new(upstream.parse()?)?)
-        .retries(retry.clone())
-        .client_stack(stack.clone())
-        .service(client);
-    Ok(Health {
-        inner: proxy,
+    Ok(App {
+        client: UpstreamClient::new(&upstream.parse()?, config.timeout.request)?,
+        context: ServerContextLayer::optional(context),
+        proxy: ReverseProxyLayer::new(upstream.parse()?)?,
+        retry: retry.clone(),
+        stack: stack.clone(),
         report: Arc::new(Report {
             upstream: upstream.to_owned(),
             timeout: config.timeout.request,
@@ -472,6 +464,42 @@ fn app(
                 .map(|c| c.service_name.clone().unwrap_or_default()),
         }),
     })
+}
+
+impl App {
+    /// The stack for one connection from `peer`, built when it is accepted
+    /// (a few reference counts), so that the peer's `X-Forwarded-For` value
+    /// is in the proxy layer rather than in each request's extensions.
+    ///
+    /// The client stack goes inside the proxy, so that it sees the
+    /// upstream's URI: `key = "authority"` then means one breaker for the
+    /// upstream. The server context goes outermost, so even a 502 or 504
+    /// carries the request's IDs; the client context is in the client
+    /// stack, inside the retries, so every attempt is a client span of its
+    /// own.
+    fn service(
+        &self,
+        peer: SocketAddr,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody<PooledBody>>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+           + Send
+           + 'static {
+        let proxy = ServiceBuilder::new()
+            .layer(self.context.clone())
+            .error_responses()
+            .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
+            .retries(self.retry.clone())
+            .client_stack(self.stack.clone())
+            .service(self.client.clone());
+        Health {
+            inner: proxy,
+            report: self.report.clone(),
+        }
+    }
 }
 
 /// The listening socket, with a backlog that suits a proxy.
@@ -488,6 +516,42 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// A tower service as hyper's, called in place when it is ready at once.
+///
+/// hyper-util's `TowerToHyperService` clones the whole stack into every
+/// request (hyper's `Service::call` takes `&self`, tower's `&mut self`, and
+/// a clone is how it waits for readiness). The sidecar's stack is always
+/// ready, so here a request is handed to the connection's own service, and
+/// only one that is not ready at once gets a clone that waits for it. hyper
+/// calls a connection's service from that connection's task alone, one
+/// call at a time, so the `RefCell` is never borrowed twice.
+struct InPlace<S>(RefCell<S>);
+
+impl<S> InPlace<S> {
+    fn new(service: S) -> Self {
+        Self(RefCell::new(service))
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for InPlace<S>
+where
+    S: Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        let mut service = self.0.borrow_mut();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
+            // Not ready, or failed: a clone waits (or fails) with hyper's waker.
+            _ => futures_util::future::Either::Right(service.clone().oneshot(req)),
+        }
+    }
+}
+
 /// A worker's end of the acceptor: connections to serve, and how many it
 /// is serving now.
 struct Worker {
@@ -497,17 +561,11 @@ struct Worker {
 
 /// Serves the connections the acceptor hands this worker, each on this
 /// thread, until the acceptor goes away.
-async fn serve<S>(
+async fn serve(
     mut connections: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     active: Arc<AtomicUsize>,
-    app: S,
-) where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+    app: App,
+) {
     let mut server = auto::Builder::new(TokioExecutor::new());
     server.http1().writev(false);
     while let Some((stream, peer)) = connections.recv().await {
@@ -515,16 +573,11 @@ async fn serve<S>(
             active.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let client_addr = ClientAddr::new(peer);
-        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(client_addr.clone());
-            req
-        });
+        let service = InPlace::new(app.service(peer));
         let server = server.clone();
         let active = active.clone();
         tokio::spawn(async move {
-            let conn =
-                server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = server.serve_connection(TokioIo::new(stream), service);
             if let Err(err) = conn.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }

@@ -12,7 +12,8 @@
 //!   `Transfer-Encoding`, `Upgrade`) and `Host`, which the client sets for
 //!   the upstream;
 //! - appends itself to `Via`, and the peer's address to `X-Forwarded-For`
-//!   when the server put a [`ClientAddr`] in the request's extensions;
+//!   when the server put a [`ClientAddr`] in the request's extensions or
+//!   gave it to the layer ([`ReverseProxyLayer::client_addr`]);
 //! - streams the body through untouched;
 //!
 //! and does the same (hop-by-hop headers, `Via`) for the response. Client
@@ -146,6 +147,7 @@ struct Upstream {
 #[derive(Debug, Clone)]
 pub struct ReverseProxyLayer {
     upstream: Arc<Upstream>,
+    peer: Option<HeaderValue>,
 }
 
 impl ReverseProxyLayer {
@@ -174,6 +176,7 @@ impl ReverseProxyLayer {
                 prefix,
                 via: via_values(&HeaderValue::from_static("tower-shield")),
             }),
+            peer: None,
         })
     }
 
@@ -185,6 +188,25 @@ impl ReverseProxyLayer {
         }
         self
     }
+
+    /// The peer every request through this layer's services comes from,
+    /// for a server that builds its stack once per connection (as the
+    /// sidecar does): it goes into `X-Forwarded-For` without the [`ClientAddr`]
+    /// request extension, whose map costs an allocation on every request.
+    /// A `ClientAddr` in a request's extensions still comes first.
+    ///
+    /// ```
+    /// use tower_shield::proxy::{ClientAddr, ReverseProxyLayer};
+    ///
+    /// let layer = ReverseProxyLayer::new("http://127.0.0.1:9000".parse().unwrap()).unwrap();
+    /// // For each accepted connection:
+    /// let for_peer = layer.clone().client_addr(&ClientAddr::new("127.0.0.1:50000".parse().unwrap()));
+    /// # drop(for_peer);
+    /// ```
+    pub fn client_addr(mut self, peer: &ClientAddr) -> Self {
+        self.peer = Some(peer.header.clone());
+        self
+    }
 }
 
 impl<S> Layer<S> for ReverseProxyLayer {
@@ -194,6 +216,7 @@ impl<S> Layer<S> for ReverseProxyLayer {
         ReverseProxy {
             inner,
             upstream: self.upstream.clone(),
+            peer: self.peer.clone(),
         }
     }
 }
@@ -204,11 +227,17 @@ impl<S> Layer<S> for ReverseProxyLayer {
 pub struct ReverseProxy<S> {
     inner: S,
     upstream: Arc<Upstream>,
+    /// From [`ReverseProxyLayer::client_addr`].
+    peer: Option<HeaderValue>,
 }
 
 impl<S> ReverseProxy<S> {
     define_inner_service_accessors!();
 }
+
+/// A constant, so that the name is not parsed again on every request (a
+/// `from_static` call outside a constant runs at run time).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -356,16 +385,16 @@ where
         *req.uri_mut() = uri;
         // The client speaks its own protocol to the upstream.
         *req.version_mut() = Version::default();
-        let peer = req
-            .extensions()
-            .get::<ClientAddr>()
-            .map(|peer| peer.header.clone());
+        let peer = match req.extensions().get::<ClientAddr>() {
+            Some(peer) => Some(peer.header.clone()),
+            None => self.peer.clone(),
+        };
         let headers = req.headers_mut();
         remove_hop_by_hop(headers);
         headers.remove(header::HOST);
         headers.append(header::VIA, via);
         if let Some(peer) = peer {
-            headers.append(HeaderName::from_static("x-forwarded-for"), peer);
+            headers.append(X_FORWARDED_FOR, peer);
         }
         ResponseFuture {
             kind: Kind::Called {
@@ -635,5 +664,35 @@ mod tests {
         assert_eq!(via_value(Version::HTTP_2, &via), "2 edge");
         assert_eq!(via_value(Version::HTTP_10, &via), "1.0 edge");
         assert_eq!(via_value(Version::HTTP_11, &via), "1.1 edge");
+    }
+
+    /// The peer given to the layer goes into `X-Forwarded-For`; a
+    /// `ClientAddr` extension on the request comes first.
+    #[tokio::test]
+    async fn x_forwarded_for_from_the_layer_or_the_request() {
+        use tower::ServiceExt;
+        // Answers with the `X-Forwarded-For` values it was sent, as `x-seen`.
+        let echo = tower::service_fn(|req: Request<()>| async move {
+            let mut res = Response::new(());
+            for value in req.headers().get_all("x-forwarded-for") {
+                res.headers_mut().append("x-seen", value.clone());
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        });
+        let layer = ReverseProxyLayer::new("http://127.0.0.1:9".parse().unwrap()).unwrap();
+        let forwarded = |layer: ReverseProxyLayer, req: Request<()>| async move {
+            let res = layer.layer(echo).oneshot(req).await.unwrap();
+            let seen: Vec<HeaderValue> = res.headers().get_all("x-seen").iter().cloned().collect();
+            seen
+        };
+        let peer = |addr: &str| ClientAddr::new(addr.parse().unwrap());
+        let req = || Request::get("/").body(()).unwrap();
+
+        assert!(forwarded(layer.clone(), req()).await.is_empty());
+        let for_peer = layer.client_addr(&peer("127.0.0.2:1000"));
+        assert_eq!(forwarded(for_peer.clone(), req()).await, ["127.0.0.2"]);
+        let mut tagged = req();
+        tagged.extensions_mut().insert(peer("[::1]:1000"));
+        assert_eq!(forwarded(for_peer, tagged).await, ["::1"]);
     }
 }
