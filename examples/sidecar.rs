@@ -325,8 +325,11 @@ impl UpstreamClient {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
         *req.uri_mut() = http::Uri::from_parts(origin)?;
-        req.headers_mut()
-            .insert(header::HOST, self.inner.host.clone());
+        // `ReverseProxy` has set it already; a request from elsewhere gets it.
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, self.inner.host.clone());
+        }
         loop {
             let (mut conn, pooled) = match self.take_idle() {
                 Some(conn) => (conn, true),

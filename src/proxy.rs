@@ -9,8 +9,8 @@
 //!   upstream's path prefix in front of the request's path and query);
 //! - drops the hop-by-hop headers of RFC 9110 section 7.6.1 (`Connection`
 //!   and every header it names, `Proxy-Connection`, `Keep-Alive`, `TE`,
-//!   `Transfer-Encoding`, `Upgrade`) and `Host`, which the client sets for
-//!   the upstream;
+//!   `Transfer-Encoding`, `Upgrade`), and sets `Host` to the upstream's
+//!   host (and port, unless it is the scheme's default);
 //! - appends itself to `Via`, and the peer's address to `X-Forwarded-For`
 //!   when the server put a [`ClientAddr`] in the request's extensions or
 //!   gave it to the layer ([`ReverseProxyLayer::client_addr`]);
@@ -141,6 +141,8 @@ struct Upstream {
     prefix: String,
     /// `Via` for HTTP/0.9, 1.0, 1.1, 2 and 3, built once.
     via: [HeaderValue; 5],
+    /// `Host` for the upstream, built once.
+    host: HeaderValue,
 }
 
 /// Applies [`ReverseProxy`]. See the [module docs](self).
@@ -169,12 +171,22 @@ impl ReverseProxyLayer {
             return Err(InvalidUpstream("it must not have a query"));
         }
         let prefix = upstream.path().trim_end_matches('/').to_owned();
+        // As a client would set it from the URI: no user information, and
+        // no port when it is the scheme's default.
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::try_from(host)
+            .map_err(|_| InvalidUpstream("its host is not a valid header value"))?;
         Ok(Self {
             upstream: Arc::new(Upstream {
                 scheme,
                 authority,
                 prefix,
                 via: via_values(&HeaderValue::from_static("tower-shield")),
+                host,
             }),
             peer: None,
         })
@@ -391,7 +403,8 @@ where
         };
         let headers = req.headers_mut();
         remove_hop_by_hop(headers);
-        headers.remove(header::HOST);
+        // Replaced in place: cheaper than removing it for the client to add.
+        headers.insert(header::HOST, self.upstream.host.clone());
         headers.append(header::VIA, via);
         if let Some(peer) = peer {
             headers.append(X_FORWARDED_FOR, peer);
@@ -694,5 +707,21 @@ mod tests {
         let mut tagged = req();
         tagged.extensions_mut().insert(peer("[::1]:1000"));
         assert_eq!(forwarded(for_peer, tagged).await, ["::1"]);
+    }
+
+    #[test]
+    fn host_is_the_upstreams_without_user_information_or_default_port() {
+        let host = |uri: &str| {
+            ReverseProxyLayer::new(uri.parse().unwrap())
+                .unwrap()
+                .upstream
+                .host
+                .clone()
+        };
+        assert_eq!(host("http://127.0.0.1:9000/base"), "127.0.0.1:9000");
+        assert_eq!(host("http://user:secret@example.test:80"), "example.test");
+        assert_eq!(host("https://example.test:443/"), "example.test");
+        assert_eq!(host("https://example.test:8443"), "example.test:8443");
+        assert_eq!(host("http://[::1]:8080"), "[::1]:8080");
     }
 }
