@@ -58,9 +58,11 @@ measure() { # name, stop signal, command...
 echo "callgrind, wrk -t1 -c16 -d${DURATION}s per proxy"
 measure nginx QUIT "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 measure floor TERM "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP"
+measure compliant TERM "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" --compliant
 measure sidecar TERM "$SIDECAR" --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UP"
 python3 -c "
-n, f, s = ${PER[nginx]}, ${PER[floor]}, ${PER[sidecar]}
-print(f'hyper floor / nginx   instructions per request {f / n:.2f}x')
+n, f, c, s = ${PER[nginx]}, ${PER[floor]}, ${PER[compliant]}, ${PER[sidecar]}
+print(f'floor / nginx         instructions per request {f / n:.2f}x')
+print(f'compliant / nginx     instructions per request {c / n:.2f}x')
 print(f'sidecar / nginx       instructions per request {s / n:.2f}x')
-print(f'sidecar / hyper floor instructions per request {s / f:.2f}x')"
+print(f'sidecar / compliant   instructions per request {s / c:.2f}x')"

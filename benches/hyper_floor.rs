@@ -27,12 +27,26 @@
 //!   and the answer comes back untouched.
 //!
 //! So it is not a proxy to use; it is the least a hyper proxy can run.
+//!
+//! With `--compliant` it also does, written inline without tower, what the
+//! sidecar's issue requires of every pass-through request: the hop-by-hop
+//! headers removed both ways (with this crate's `remove_hop_by_hop`), `Via`
+//! added both ways, a 5 s whole-request timeout answered with 504 (tokio's
+//! timer, as tower's timeout uses), and 502 when the upstream fails. That is
+//! the least a proxy that meets the issue can run on hyper: the sidecar's
+//! layers can approach it, not beat it.
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::{
-    body::Incoming, client::conn::http1::SendRequest, header::HOST, http::HeaderValue, Request,
-    Response,
+    body::Incoming,
+    client::conn::http1::SendRequest,
+    header::{HOST, VIA},
+    http::HeaderValue,
+    Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
+use std::{convert::Infallible, time::Duration};
 use std::{
     net::SocketAddr,
     sync::{
@@ -41,6 +55,7 @@ use std::{
     },
 };
 use tokio::sync::mpsc;
+use tower_shield::proxy::remove_hop_by_hop;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -86,16 +101,58 @@ async fn forward(
     Ok(res)
 }
 
+/// What `--compliant` adds around [`forward`].
+async fn forward_compliant(
+    slot: Arc<Mutex<Option<SendRequest<Incoming>>>>,
+    upstream: SocketAddr,
+    host: HeaderValue,
+    mut req: Request<Incoming>,
+) -> Result<Response<Either<Incoming, Empty<Bytes>>>, Infallible> {
+    const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 floor");
+    remove_hop_by_hop(req.headers_mut());
+    req.headers_mut().append(VIA, VIA_VALUE);
+    let status = match tokio::time::timeout(
+        Duration::from_secs(5),
+        forward(slot, upstream, host, req),
+    )
+    .await
+    {
+        Ok(Ok(mut res)) => {
+            remove_hop_by_hop(res.headers_mut());
+            res.headers_mut().append(VIA, VIA_VALUE);
+            return Ok(res.map(Either::Left));
+        }
+        Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+        Err(_) => StatusCode::GATEWAY_TIMEOUT,
+    };
+    let mut res = Response::new(Either::Right(Empty::new()));
+    *res.status_mut() = status;
+    Ok(res)
+}
+
 /// Serves one downstream connection, forwarding each request on its own
 /// upstream connection.
-async fn serve_connection(stream: tokio::net::TcpStream, upstream: SocketAddr, host: HeaderValue) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    host: HeaderValue,
+    compliant: bool,
+) {
     let slot: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
-    let service =
-        hyper::service::service_fn(move |req| forward(slot.clone(), upstream, host.clone(), req));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .writev(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.writev(false);
+    let io = TokioIo::new(stream);
+    let _ = if compliant {
+        let service = hyper::service::service_fn(move |req| {
+            forward_compliant(slot.clone(), upstream, host.clone(), req)
+        });
+        http.serve_connection(io, service).await
+    } else {
+        let service = hyper::service::service_fn(move |req| {
+            forward(slot.clone(), upstream, host.clone(), req)
+        });
+        http.serve_connection(io, service).await
+    };
 }
 
 /// A worker thread: a current-thread runtime serving the connections the
@@ -104,6 +161,7 @@ fn worker(
     mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
     active: Arc<AtomicUsize>,
     upstream: SocketAddr,
+    compliant: bool,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,7 +174,7 @@ fn worker(
             let host = host.clone();
             tokio::spawn(async move {
                 if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                    serve_connection(stream, upstream, host).await;
+                    serve_connection(stream, upstream, host, compliant).await;
                 }
                 active.fetch_sub(1, Ordering::Relaxed);
             });
@@ -127,12 +185,18 @@ fn worker(
 fn main() -> Result<(), BoxError> {
     let mut listen: SocketAddr = "127.0.0.1:8081".parse()?;
     let mut upstream: Option<SocketAddr> = None;
+    let mut compliant = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--bench" {
+        match flag.as_str() {
             // How `cargo bench` runs every bench target: nothing to measure
             // here without an upstream and a load generator.
-            return Ok(());
+            "--bench" => return Ok(()),
+            "--compliant" => {
+                compliant = true;
+                continue;
+            }
+            _ => {}
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -141,7 +205,8 @@ fn main() -> Result<(), BoxError> {
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
-    let upstream = upstream.ok_or("usage: hyper_floor --listen ADDR --upstream IP:PORT")?;
+    let upstream =
+        upstream.ok_or("usage: hyper_floor --listen ADDR --upstream IP:PORT [--compliant]")?;
     let count = std::thread::available_parallelism().map_or(1, usize::from);
     let mut workers = Vec::with_capacity(count);
     for _ in 0..count {
@@ -151,14 +216,15 @@ fn main() -> Result<(), BoxError> {
             connections: tx,
             active: active.clone(),
         });
-        std::thread::spawn(move || worker(rx, active, upstream));
+        std::thread::spawn(move || worker(rx, active, upstream, compliant));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!("hyper floor listening on http://{listen} -> {upstream} ({count} workers)");
+        let mode = if compliant { ", compliant" } else { "" };
+        println!("hyper floor listening on http://{listen} -> {upstream} ({count} workers{mode})");
         // Stopped with SIGTERM, so that callgrind writes its counts.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {

@@ -2,7 +2,9 @@
 # Side-by-side load test of the sidecar's pass-through against nginx as a
 # plain reverse proxy of the same upstream, against the upstream alone, and
 # against benches/hyper_floor.rs (the least a reverse proxy on hyper can
-# run: what the sidecar would cost with nothing but hyper in it).
+# run: what the sidecar would cost with nothing but hyper in it), alone
+# ("floor") and with what the issue requires of every request written
+# inline ("compliant": hop-by-hop headers, Via, timeout, 502/504).
 #
 #   benches/wrk_vs_nginx.sh            # 3 rounds x 10 s per target
 #   DURATION=5 ROUNDS=5 CONNECTIONS=32 benches/wrk_vs_nginx.sh
@@ -29,7 +31,7 @@ cargo build --release --example sidecar -q
 SIDECAR=target/release/examples/sidecar
 FLOOR=$(build_hyper_floor)
 
-UP=$(free_port); NP=$(free_port); SP=$(free_port); FP=$(free_port)
+UP=$(free_port); NP=$(free_port); SP=$(free_port); FP=$(free_port); CP=$(free_port)
 WORK=$(mktemp -d /tmp/shield-wrk.XXXXXX)
 pids=()
 cleanup() {
@@ -48,8 +50,10 @@ nginx_conf "$WORK/proxy" auto "" "$(proxy_server "$NP" "$UP")"
 pids+=($!)
 "$FLOOR" --listen "127.0.0.1:$FP" --upstream "127.0.0.1:$UP" > "$WORK/floor.log" 2>&1 &
 pids+=($!)
+"$FLOOR" --listen "127.0.0.1:$CP" --upstream "127.0.0.1:$UP" --compliant > "$WORK/compliant.log" 2>&1 &
+pids+=($!)
 
-for port in $UP $NP $SP $FP; do
+for port in $UP $NP $SP $FP $CP; do
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fsS "http://127.0.0.1:$port/" >/dev/null
 done
@@ -88,41 +92,50 @@ PIDS[direct]=$(cat "$WORK/up/nginx.pid"; pgrep -P "$(cat "$WORK/up/nginx.pid")")
 PIDS[nginx]=$(cat "$WORK/proxy/nginx.pid"; pgrep -P "$(cat "$WORK/proxy/nginx.pid")")
 PIDS[sidecar]=${pids[0]}
 PIDS[floor]=${pids[1]}
+PIDS[compliant]=${pids[2]}
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 # Rotate the order every round so that neither proxy always runs first.
-order=("direct $UP" "nginx $NP" "sidecar $SP" "floor $FP")
+order=("direct $UP" "nginx $NP" "sidecar $SP" "floor $FP" "compliant $CP")
+n=${#order[@]}
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
-  for i in 0 1 2 3; do
+  for i in $(seq 0 $((n - 1))); do
     # shellcheck disable=SC2086
-    run ${order[$(( (i + r) % 4 ))]}
+    run ${order[$(( (i + r) % n ))]}
   done
 done
 
-python3 - "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sidecar]}" "${RPS[floor]}" \
-  "${P99[direct]}" "${P99[nginx]}" "${P99[sidecar]}" "${P99[floor]}" \
-  "${CPU[direct]}" "${CPU[nginx]}" "${CPU[sidecar]}" "${CPU[floor]}" <<'PY'
+names="direct nginx sidecar floor compliant"
+args=()
+for table in RPS P99 CPU; do
+  for name in $names; do
+    declare -n t=$table
+    args+=("${t[$name]}")
+    unset -n t
+  done
+done
+python3 - "${args[@]}" <<'PY'
 import statistics, sys
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit): return float(v[:-len(unit)]) * f
     return float(v)
-names = ["direct", "nginx", "sidecar", "floor"]
+names = ["direct", "nginx", "sidecar", "floor", "compliant"]
 k = len(names)
 rounds = [a.split() for a in sys.argv[1:1 + k]]
 rps = {n: statistics.median(map(float, a)) for n, a in zip(names, rounds)}
 p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[1 + k:1 + 2 * k])}
 cpu = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1 + 2 * k:1 + 3 * k])}
-print("\nmedians (direct's CPU is the upstream's own; floor is benches/hyper_floor.rs)")
+print("\nmedians (direct's CPU is the upstream's own; floor and compliant are benches/hyper_floor.rs)")
 for n in names:
     print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms  {cpu[n]:6.1f} us CPU/req")
 print()
-for a, b in (("sidecar", "nginx"), ("floor", "nginx"), ("sidecar", "floor")):
+for a, b in (("sidecar", "nginx"), ("floor", "nginx"), ("compliant", "nginx"), ("sidecar", "compliant")):
     paired = [float(x) / float(y) for x, y in zip(rounds[names.index(a)], rounds[names.index(b)])]
-    print(f"{a + ' / ' + b:17} throughput {rps[a]/rps[b]:.2f}x   p99 {p99[a]/p99[b]:.2f}x"
+    print(f"{a + ' / ' + b:19} throughput {rps[a]/rps[b]:.2f}x   p99 {p99[a]/p99[b]:.2f}x"
           f"   CPU per request {cpu[a]/cpu[b]:.2f}x")
-    print(f"{a + ' / ' + b:17} per round: " + " ".join(f"{r:.2f}" for r in paired))
+    print(f"{a + ' / ' + b:19} per round: " + " ".join(f"{r:.2f}" for r in paired))
 print(f"sidecar / direct  throughput {rps['sidecar']/rps['direct']:.2f}x")
 print(f"nginx / direct    throughput {rps['nginx']/rps['direct']:.2f}x")
 PY
