@@ -20,10 +20,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use std::{
     cell::RefCell,
     collections::VecDeque,
@@ -480,17 +477,7 @@ impl App {
     /// carries the request's IDs; the client context is in the client
     /// stack, inside the retries, so every attempt is a client span of its
     /// own.
-    fn service(
-        &self,
-        peer: SocketAddr,
-    ) -> impl Service<
-        Request<Incoming>,
-        Response = Response<ProxyBody<PooledBody>>,
-        Error = Infallible,
-        Future: Send,
-    > + Clone
-           + Send
-           + 'static {
+    fn service(&self, peer: SocketAddr) -> impl SidecarService {
         let proxy = ServiceBuilder::new()
             .layer(self.context.clone())
             .error_responses()
@@ -503,6 +490,49 @@ impl App {
             report: self.report.clone(),
         }
     }
+
+    /// [`App::service`] for a configuration with neither `[retry]` nor
+    /// `[context]`: without the retry and server-context layers, which
+    /// would only pass requests through. A layer that is there costs its
+    /// future's size on every request even when it does nothing, so the
+    /// layers that are not configured are left out of the type altogether.
+    fn plain_service(&self, peer: SocketAddr) -> impl SidecarService {
+        let proxy = ServiceBuilder::new()
+            .error_responses()
+            .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
+            .map_request(|req: Request<Incoming>| req.map(ReplayBody::passthrough))
+            .client_stack(self.stack.clone())
+            .service(self.client.clone());
+        Health {
+            inner: proxy,
+            report: self.report.clone(),
+        }
+    }
+}
+
+/// What a worker serves each connection with.
+trait SidecarService:
+    Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody<PooledBody>>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> SidecarService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody<PooledBody>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// The listening socket, with a backlog that suits a proxy.
@@ -564,19 +594,22 @@ struct Worker {
 
 /// Serves the connections the acceptor hands this worker, each on this
 /// thread, until the acceptor goes away.
-async fn serve(
+async fn serve<S: SidecarService>(
     mut connections: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     active: Arc<AtomicUsize>,
-    app: App,
+    service_for: impl Fn(SocketAddr) -> S,
 ) {
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server.http1().writev(false);
+    // HTTP/1.1 only, as nginx serves by default: hyper-util's `auto`
+    // builder would also take HTTP/2 without TLS, at the price of a rewind
+    // buffer in front of every read.
+    let mut server = hyper::server::conn::http1::Builder::new();
+    server.writev(false);
     while let Some((stream, peer)) = connections.recv().await {
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
             active.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let service = InPlace::new(app.service(peer));
+        let service = InPlace::new(service_for(peer));
         let server = server.clone();
         let active = active.clone();
         tokio::spawn(async move {
@@ -660,6 +693,9 @@ fn run(config: Config) -> Result<(), BoxError> {
         }
         guard.telemetry().observe_retries(&retry);
     }
+    // Without `[retry]` and `[context]` the workers serve the stack without
+    // those layers (see `App::plain_service`).
+    let plain = config.retry.is_none() && config.context.is_none();
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
         let app = app(&config, &stack, &retry, &upstream)?;
@@ -676,7 +712,11 @@ fn run(config: Config) -> Result<(), BoxError> {
                     .enable_all()
                     .build()
                     .expect("worker runtime");
-                rt.block_on(serve(rx, active, app));
+                if plain {
+                    rt.block_on(serve(rx, active, |peer| app.plain_service(peer)));
+                } else {
+                    rt.block_on(serve(rx, active, |peer| app.service(peer)));
+                }
             })?;
     }
     // Tests and scripts read this line to learn the port when listening on :0.
