@@ -175,9 +175,7 @@ impl ClientStack {
             };
         }
         Guarded {
-            kind: GuardedKind::Plain {
-                inner: ErrInto { inner },
-            },
+            kind: GuardedKind::Plain { inner },
         }
     }
 }
@@ -221,9 +219,9 @@ pub struct Guarded<S> {
 
 #[derive(Debug, Clone)]
 enum GuardedKind<S> {
-    Plain {
-        inner: ErrInto<S>,
-    },
+    /// No breaker: the inner service as it is; its errors become
+    /// `BoxError`s in the future.
+    Plain { inner: S },
     #[cfg(feature = "breaker")]
     Breaker {
         inner: CircuitBreaker<ErrInto<S>, KeyBy>,
@@ -241,7 +239,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match &mut self.kind {
-            GuardedKind::Plain { inner } => inner.poll_ready(cx),
+            GuardedKind::Plain { inner } => inner.poll_ready(cx).map_err(Into::into),
             #[cfg(feature = "breaker")]
             GuardedKind::Breaker { inner } => inner.poll_ready(cx),
         }
@@ -278,7 +276,7 @@ pin_project! {
 pin_project! {
     #[project = GuardedProj]
     enum GuardedFutureKind<F> {
-        Plain { #[pin] inner: ErrIntoFuture<F> },
+        Plain { #[pin] inner: F },
         Breaker { #[pin] inner: BreakerFuture<F> },
     }
 }
@@ -298,7 +296,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            GuardedProj::Plain { inner } => inner.poll(cx),
+            GuardedProj::Plain { inner } => inner.poll(cx).map_err(Into::into),
             GuardedProj::Breaker { inner } => inner.poll(cx),
         }
     }
