@@ -80,13 +80,22 @@ async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, BoxError
     Ok(sender)
 }
 
-/// Forwards `req` on the connection in `slot`, made first if there is none.
-async fn forward(
+/// A downstream connection's way upstream: its own upstream connection,
+/// made at its first request.
+#[derive(Clone)]
+struct Link {
     slot: Arc<Mutex<Option<SendRequest<Incoming>>>>,
     upstream: SocketAddr,
     host: HeaderValue,
-    mut req: Request<Incoming>,
-) -> Result<Response<Incoming>, BoxError> {
+}
+
+/// Forwards `req` on the link's connection, made first if there is none.
+async fn forward(link: Link, mut req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    let Link {
+        slot,
+        upstream,
+        host,
+    } = link;
     let idle = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     let mut sender = match idle {
         Some(sender) => sender,
@@ -103,20 +112,13 @@ async fn forward(
 
 /// What `--compliant` adds around [`forward`].
 async fn forward_compliant(
-    slot: Arc<Mutex<Option<SendRequest<Incoming>>>>,
-    upstream: SocketAddr,
-    host: HeaderValue,
+    link: Link,
     mut req: Request<Incoming>,
 ) -> Result<Response<Either<Incoming, Empty<Bytes>>>, Infallible> {
     const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 floor");
     remove_hop_by_hop(req.headers_mut());
     req.headers_mut().append(VIA, VIA_VALUE);
-    let status = match tokio::time::timeout(
-        Duration::from_secs(5),
-        forward(slot, upstream, host, req),
-    )
-    .await
-    {
+    let status = match tokio::time::timeout(Duration::from_secs(5), forward(link, req)).await {
         Ok(Ok(mut res)) => {
             remove_hop_by_hop(res.headers_mut());
             res.headers_mut().append(VIA, VIA_VALUE);
@@ -138,19 +140,19 @@ async fn serve_connection(
     host: HeaderValue,
     compliant: bool,
 ) {
-    let slot: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
+    let link = Link {
+        slot: Arc::default(),
+        upstream,
+        host,
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.writev(false);
     let io = TokioIo::new(stream);
     let _ = if compliant {
-        let service = hyper::service::service_fn(move |req| {
-            forward_compliant(slot.clone(), upstream, host.clone(), req)
-        });
+        let service = hyper::service::service_fn(move |req| forward_compliant(link.clone(), req));
         http.serve_connection(io, service).await
     } else {
-        let service = hyper::service::service_fn(move |req| {
-            forward(slot.clone(), upstream, host.clone(), req)
-        });
+        let service = hyper::service::service_fn(move |req| forward(link.clone(), req));
         http.serve_connection(io, service).await
     };
 }
