@@ -435,8 +435,9 @@ struct App {
     report: Arc<Report>,
 }
 
-/// The sidecar's service for one worker: health, error responses, the
-/// client stack and the reverse proxy over the worker's own client pool.
+/// A worker's [`App`]: its own upstream client pool, and the layers (health,
+/// error responses, the reverse proxy, retries, the client stack) that
+/// [`App::service`] puts around it for each connection.
 fn app(
     config: &Config,
     stack: &ClientStack,
