@@ -52,7 +52,7 @@ measure() { # name, stop signal, command...
   local total
   total=$(awk '/^summary:/ {print $2}' "$OUT/$name.out")
   PER[$name]=$((total / requests))
-  printf '  %-8s %8d requests  %12d instructions  %7d per request\n' "$name" "$requests" "$total" "${PER[$name]}"
+  printf '  %-9s %8d requests  %12d instructions  %7d per request\n' "$name" "$requests" "$total" "${PER[$name]}"
 }
 
 echo "callgrind, wrk -t1 -c16 -d${DURATION}s per proxy"

@@ -84,7 +84,7 @@ run() { # name port
   total=$(awk '/requests in/ {print $1}' <<<"$out")
   cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$total" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
   local errors; errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
-  printf '  %-8s %10s req/s  p99 %8s  %6s us CPU/req %s\n' "$1" "$rps" "$p99" "$cpu" "$errors"
+  printf '  %-9s %10s req/s  p99 %8s  %6s us CPU/req %s\n' "$1" "$rps" "$p99" "$cpu" "$errors"
   RPS[$1]+="$rps "; P99[$1]+="$p99 "; CPU[$1]+="$cpu "
 }
 
@@ -129,7 +129,7 @@ p99 = {n: statistics.median(map(ms, a.split())) for n, a in zip(names, sys.argv[
 cpu = {n: statistics.median(map(float, a.split())) for n, a in zip(names, sys.argv[1 + 2 * k:1 + 3 * k])}
 print("\nmedians (direct's CPU is the upstream's own; floor and compliant are benches/hyper_floor.rs)")
 for n in names:
-    print(f"  {n:8} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms  {cpu[n]:6.1f} us CPU/req")
+    print(f"  {n:9} {rps[n]:10.0f} req/s  p99 {p99[n]:7.2f} ms  {cpu[n]:6.1f} us CPU/req")
 print()
 for a, b in (("sidecar", "nginx"), ("floor", "nginx"), ("compliant", "nginx"), ("sidecar", "compliant")):
     paired = [float(x) / float(y) for x, y in zip(rounds[names.index(a)], rounds[names.index(b)])]

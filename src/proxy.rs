@@ -74,7 +74,10 @@ use tower_service::Service;
 /// request's extensions gets it appended to `X-Forwarded-For`.
 ///
 /// Build it once per connection and clone it into each request: the header
-/// value is formatted once, in [`ClientAddr::new`].
+/// value is formatted once, in [`ClientAddr::new`]. A server that builds its
+/// stack per connection can give it to the layer instead
+/// ([`ReverseProxyLayer::client_addr`]), which spares each request the
+/// extension map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     addr: SocketAddr,
