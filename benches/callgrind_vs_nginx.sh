@@ -22,8 +22,8 @@ OUT=${OUT:-target/callgrind}
 . benches/nginx.sh
 install_missing "wrk nginx valgrind" wrk nginx-light valgrind
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --example sidecar -q
-SIDECAR=target/release/examples/sidecar
+cargo build --release --features sidecar --bin tower-shield-sidecar -q
+SIDECAR=target/release/tower-shield-sidecar
 FLOOR=$(build_hyper_floor)
 mkdir -p "$OUT"
 

@@ -27,8 +27,8 @@ THREADS=${THREADS:-2}
 install_missing "wrk nginx" wrk nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --example sidecar -q
-SIDECAR=target/release/examples/sidecar
+cargo build --release --features sidecar --bin tower-shield-sidecar -q
+SIDECAR=target/release/tower-shield-sidecar
 FLOOR=$(build_hyper_floor)
 
 UP=$(free_port); NP=$(free_port); SP=$(free_port); FP=$(free_port); CP=$(free_port)

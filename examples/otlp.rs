@@ -23,10 +23,9 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 use std::{net::SocketAddr, sync::Arc, sync::Mutex};
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_shield::context::{
-    self,
-    otlp::{self, OtlpConfig, Protocol},
-    ClientContextLayer, Config, ServerContextLayer,
+use tower_shield::{
+    context::{self, ClientContextLayer, Config, ServerContextLayer},
+    telemetry::otlp::{self, OtlpConfig, Protocol},
 };
 
 type Lines = Arc<Mutex<Vec<String>>>;
@@ -125,7 +124,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .service("shop", "0.1.0"),
     )?;
 
-    let config = Config::new().service("shop", "0.1.0");
+    // The server layer times every request with the exporter's meter.
+    let config = Config::new()
+        .service("shop", "0.1.0")
+        .meter(&guard.telemetry().meter());
     let client = ServiceBuilder::new()
         .layer(ClientContextLayer::new(config.clone()))
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());

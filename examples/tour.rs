@@ -248,7 +248,7 @@ async fn main() -> Result<(), BoxError> {
             .deadline(Duration::from_secs(2)),
     )?;
     let retrying = ServiceBuilder::new()
-        .retries(retry.clone())
+        .layer(retry.clone())
         .client_stack(ClientStack::new().timeout(timeout))
         .service(
             Client::builder(TokioExecutor::new())

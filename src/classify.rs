@@ -50,7 +50,7 @@
 //! assert_eq!(strict.classify(&not_found), Class::Failure);
 //! ```
 
-use crate::BoxError;
+use crate::{error::chain, BoxError};
 use http::{header, Method, Request, Response, StatusCode};
 use std::{
     error::Error as StdError,
@@ -195,25 +195,6 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
     } else {
         Class::Failure
     }
-}
-
-/// Every error in `error`'s cause chain, itself first. An `io::Error` that
-/// wraps another error yields the wrapped error next (its own `source()`
-/// skips it).
-fn chain<'a>(
-    error: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(error), |&err: &&'a (dyn StdError + 'static)| match err
-        .downcast_ref::<io::Error>()
-    {
-        Some(io) => match io.get_ref() {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => err.source(),
-        },
-        None => err.source(),
-    })
-    // A hostile `source()` cycle must not hang the caller.
-    .take(64)
 }
 
 /// `true` when the error chain proves the request never left this process:
@@ -492,12 +473,40 @@ pub fn is_idempotent(method: &Method) -> bool {
 /// (draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
+/// A request extension that marks a request as safe to repeat whatever its
+/// method, for example on a route whose POST handler is idempotent.
+///
+/// ```
+/// use tower_shield::classify::{is_repeatable, Repeatable};
+///
+/// let mut req = http::Request::post("http://127.0.0.1/jobs/42").body(()).unwrap();
+/// assert!(!is_repeatable(&req, false));
+/// req.extensions_mut().insert(Repeatable);
+/// assert!(is_repeatable(&req, false));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repeatable;
+
+/// The crate's one idempotency rule: whether `req` may be sent more than
+/// once (retried; or, for the cache, whether it leaves stored answers
+/// alone).
+///
+/// `true` when its method is idempotent ([`is_idempotent`]), it carries an
+/// [`IDEMPOTENCY_KEY`] header, it has the [`Repeatable`] extension, or
+/// `any_method` (a layer's own override, such as retry's
+/// `retry_non_idempotent`) is set.
+pub fn is_repeatable<B>(req: &Request<B>, any_method: bool) -> bool {
+    any_method
+        || is_idempotent(req.method())
+        || req.headers().contains_key(IDEMPOTENCY_KEY)
+        || req.extensions().get::<Repeatable>().is_some()
+}
+
 /// A [`MakeClassify`] that keeps the inner classifier's answer for requests
 /// that are safe to repeat and turns [`Class::Retryable`] into
 /// [`Class::Failure`] for the others.
 ///
-/// A request is safe to repeat when its method is idempotent
-/// ([`is_idempotent`]) or it carries an [`IDEMPOTENCY_KEY`] header. An error
+/// A request is safe to repeat when [`is_repeatable`] says so. An error
 /// that proves the request never left ([`is_connect_error`]) stays
 /// retryable for every method.
 #[derive(Debug, Clone, Default)]
@@ -516,10 +525,9 @@ impl<C: Clone, B> MakeClassify<Request<B>> for IdempotentOnly<C> {
     type Classifier = ForRequest<C>;
 
     fn make_classify(&self, req: &Request<B>) -> ForRequest<C> {
-        let repeatable = is_idempotent(req.method()) || req.headers().contains_key(IDEMPOTENCY_KEY);
         ForRequest {
             inner: self.inner.clone(),
-            repeatable,
+            repeatable: is_repeatable(req, false),
         }
     }
 }

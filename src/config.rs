@@ -38,14 +38,16 @@ pub struct Config {
     pub sidecar: SidecarConfig,
     /// `[timeout]`: the whole-request timeout.
     pub timeout: TimeoutConfig,
-    /// `[breaker]`: a circuit breaker; absent means none.
+    /// `[breaker]`: a circuit breaker; absent means none. The keys are the
+    /// methods of [`crate::breaker::Config`].
     #[cfg(feature = "breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
-    pub breaker: Option<BreakerConfig>,
-    /// `[retry]`: retries; absent means none.
+    pub breaker: Option<crate::breaker::Config>,
+    /// `[retry]`: retries; absent means none. The keys are the methods of
+    /// [`crate::retry::Config`].
     #[cfg(feature = "retry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-    pub retry: Option<RetryConfig>,
+    pub retry: Option<crate::retry::Config>,
     /// `[context]`: trace context, IDs and OTLP export; absent means none.
     #[cfg(feature = "context")]
     #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
@@ -185,8 +187,8 @@ impl ContextConfig {
     /// The OTLP export this section describes, when it names an endpoint.
     #[cfg(feature = "otlp")]
     #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
-    pub fn to_otlp(&self) -> Result<Option<crate::context::otlp::OtlpConfig>, ConfigError> {
-        use crate::context::otlp::{OtlpConfig, Protocol};
+    pub fn to_otlp(&self) -> Result<Option<crate::telemetry::otlp::OtlpConfig>, ConfigError> {
+        use crate::telemetry::otlp::{OtlpConfig, Protocol};
         self.to_context()?;
         let Some(endpoint) = &self.otlp_endpoint else {
             return Ok(None);
@@ -212,119 +214,6 @@ impl ContextConfig {
     }
 }
 
-/// `[retry]`: see [`crate::retry::Config`] for what each key means; absent
-/// keys keep its defaults.
-#[cfg(feature = "retry")]
-#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RetryConfig {
-    /// `max_attempts`: attempts in all, the first included (default 3).
-    pub max_attempts: Option<u32>,
-    /// `base_delay`: the delay before the first retry (default `"100ms"`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub base_delay: Option<Duration>,
-    /// `max_delay`: the longest delay (default `"10s"`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub max_delay: Option<Duration>,
-    /// `multiplier`: growth of each delay (default 2.0).
-    pub multiplier: Option<f64>,
-    /// `jitter = "none" | "full" | "equal" | "decorrelated"` (default `"full"`).
-    pub jitter: Option<JitterValue>,
-    /// `deadline`: no retry starts after this, from the first attempt.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub deadline: Option<Duration>,
-    /// `budget_percent`: retries may add this percentage of recent requests (default 20).
-    pub budget_percent: Option<f64>,
-    /// `budget_min_per_sec`: retries per second always allowed (default 10).
-    pub budget_min_per_sec: Option<u32>,
-    /// `max_replay_body`: the largest body kept for replay, in bytes (default 65536).
-    pub max_replay_body: Option<usize>,
-    /// `retry_non_idempotent`: retry POST and PATCH too (default false).
-    pub retry_non_idempotent: Option<bool>,
-    /// `respect_retry_after`: obey `Retry-After` on 429 and 503 (default true).
-    pub respect_retry_after: Option<bool>,
-    /// `max_retry_after`: the longest `Retry-After` obeyed (default `"30s"`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub max_retry_after: Option<Duration>,
-}
-
-/// `[retry] jitter`.
-#[cfg(feature = "retry")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum JitterValue {
-    /// `"none"`.
-    None,
-    /// `"full"`.
-    Full,
-    /// `"equal"`.
-    Equal,
-    /// `"decorrelated"`.
-    Decorrelated,
-}
-
-#[cfg(feature = "retry")]
-impl RetryConfig {
-    /// The retry settings this section describes, checked.
-    pub fn to_retry(&self) -> Result<crate::retry::Config, ConfigError> {
-        use crate::retry::{Config as R, Jitter};
-        let mut c = R::default();
-        if let Some(v) = self.max_attempts {
-            c = c.max_attempts(v);
-        }
-        if let Some(v) = self.base_delay {
-            c = c.base_delay(v);
-        }
-        if let Some(v) = self.max_delay {
-            c = c.max_delay(v);
-        }
-        if let Some(v) = self.multiplier {
-            c = c.multiplier(v);
-        }
-        if let Some(v) = self.jitter {
-            c = c.jitter(match v {
-                JitterValue::None => Jitter::None,
-                JitterValue::Full => Jitter::Full,
-                JitterValue::Equal => Jitter::Equal,
-                JitterValue::Decorrelated => Jitter::Decorrelated,
-            });
-        }
-        if let Some(v) = self.deadline {
-            c = c.deadline(v);
-        }
-        if let Some(v) = self.budget_percent {
-            c = c.budget_percent(v);
-        }
-        if let Some(v) = self.budget_min_per_sec {
-            c = c.budget_min_per_sec(v);
-        }
-        if let Some(v) = self.max_replay_body {
-            c = c.max_replay_body(v);
-        }
-        if let Some(v) = self.retry_non_idempotent {
-            c = c.retry_non_idempotent(v);
-        }
-        if let Some(v) = self.respect_retry_after {
-            c = c.respect_retry_after(v);
-        }
-        if let Some(v) = self.max_retry_after {
-            c = c.max_retry_after(v);
-        }
-        c.validate()
-            .map_err(|err| ConfigError::field(&format!("retry.{}", err.field()), err))?;
-        Ok(c)
-    }
-
-    /// The layer this section describes.
-    pub fn layer(&self) -> Result<crate::retry::RetryLayer, ConfigError> {
-        crate::retry::RetryLayer::new(self.to_retry()?)
-            .map_err(|err| ConfigError::field(&format!("retry.{}", err.field()), err))
-    }
-}
-
 /// `[sidecar]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -345,7 +234,8 @@ pub struct SidecarConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct TimeoutConfig {
-    /// `request`: how long a whole request may take, default `"5s"`.
+    /// `request`: how long one attempt may take, default `"5s"`
+    /// ([`DEFAULT_TIMEOUT`](crate::stack::DEFAULT_TIMEOUT)).
     #[serde(deserialize_with = "duration")]
     pub request: Duration,
 }
@@ -353,213 +243,12 @@ pub struct TimeoutConfig {
 impl Default for TimeoutConfig {
     fn default() -> Self {
         Self {
-            request: Duration::from_secs(5),
+            request: crate::stack::DEFAULT_TIMEOUT,
         }
     }
 }
 
-/// `[breaker]`: see [`crate::breaker::Config`] for what each key means.
-#[cfg(feature = "breaker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct BreakerConfig {
-    /// `mode = "consecutive" | "rate"` (default `"consecutive"`).
-    #[serde(default)]
-    pub mode: BreakerMode,
-    /// `failure_threshold`: failures in a row that open it (consecutive mode, default 5).
-    pub failure_threshold: Option<u32>,
-    /// `failure_rate`: percent of failed calls in the window that opens it (rate mode, default 50).
-    pub failure_rate: Option<f64>,
-    /// `window`: a number of calls (`100`) or a duration (`"10s"`); default 100 calls.
-    pub window: Option<WindowValue>,
-    /// `min_calls`: calls the window must hold before a rate is judged (default 10).
-    pub min_calls: Option<u32>,
-    /// `slow_call_duration`: calls slower than this are slow.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub slow_call_duration: Option<Duration>,
-    /// `slow_call_rate`: percent of slow calls that opens it.
-    pub slow_call_rate: Option<f64>,
-    /// `open_for`: how long it stays open (default `"30s"`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub open_for: Option<Duration>,
-    /// `open_for_max`: doubles the open time on repeated trips, up to this.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub open_for_max: Option<Duration>,
-    /// `half_open_probes`: probe calls at a time while half-open (default 1).
-    pub half_open_probes: Option<u32>,
-    /// `close_after`: probe successes that close it (default 3).
-    pub close_after: Option<u32>,
-    /// `key = "authority" | "route" | "none"` (default `"authority"`).
-    #[serde(default)]
-    pub key: BreakerKey,
-    /// `max_keys`: breakers kept at most, one per key (default 1024).
-    pub max_keys: Option<usize>,
-    /// `respect_retry_after`: an upstream's 429/503 with `Retry-After`
-    /// opens the breaker for that long (default false).
-    #[serde(default)]
-    pub respect_retry_after: bool,
-    /// `max_retry_after`: the longest `Retry-After` obeyed (default `"60s"`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub max_retry_after: Option<Duration>,
-}
-
-/// `[breaker] mode`.
-#[cfg(feature = "breaker")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum BreakerMode {
-    /// Open after `failure_threshold` failures in a row.
-    #[default]
-    Consecutive,
-    /// Open at `failure_rate` percent over the window.
-    Rate,
-}
-
-/// `[breaker] key`.
-#[cfg(feature = "breaker")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum BreakerKey {
-    /// One breaker per upstream authority.
-    #[default]
-    Authority,
-    /// One breaker per request path.
-    Route,
-    /// One breaker for everything.
-    None,
-}
-
-/// `[breaker] window`: a count of calls or a duration.
-#[cfg(feature = "breaker")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowValue {
-    /// The last N calls.
-    Calls(u32),
-    /// The calls of the last duration.
-    Duration(Duration),
-}
-
-#[cfg(feature = "breaker")]
-impl<'de> Deserialize<'de> for WindowValue {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = WindowValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of calls (100) or a duration (\"10s\")")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WindowValue, E> {
-                u32::try_from(v)
-                    .map(WindowValue::Calls)
-                    .map_err(|_| E::custom(format!("a window of {v} calls is out of range")))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WindowValue, E> {
-                u32::try_from(v)
-                    .map(WindowValue::Calls)
-                    .map_err(|_| E::custom(format!("a window of {v} calls is out of range")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WindowValue, E> {
-                humantime::parse_duration(v)
-                    .map(WindowValue::Duration)
-                    .map_err(|err| {
-                        E::custom(format!(
-                            "invalid duration {v:?}: {err} (write durations like \"10s\")"
-                        ))
-                    })
-            }
-        }
-        de.deserialize_any(Visitor)
-    }
-}
-
-#[cfg(feature = "breaker")]
-impl BreakerConfig {
-    /// The breaker settings this section describes, checked.
-    pub fn to_breaker(&self) -> Result<crate::breaker::Config, ConfigError> {
-        use crate::breaker::Config as B;
-        let mut c = B::default();
-        if let Some(n) = self.min_calls {
-            c = c.min_calls(n);
-        }
-        c = match self.mode {
-            BreakerMode::Consecutive => c.consecutive_failures(self.failure_threshold.unwrap_or(5)),
-            BreakerMode::Rate => c.failure_rate(self.failure_rate.unwrap_or(50.0)),
-        };
-        if self.mode == BreakerMode::Consecutive && self.failure_rate.is_some() {
-            return Err(ConfigError::field(
-                "breaker.failure_rate",
-                "needs mode = \"rate\"",
-            ));
-        }
-        if self.mode == BreakerMode::Rate && self.failure_threshold.is_some() {
-            return Err(ConfigError::field(
-                "breaker.failure_threshold",
-                "needs mode = \"consecutive\"",
-            ));
-        }
-        match self.window {
-            Some(WindowValue::Calls(n)) => c = c.window_calls(n),
-            Some(WindowValue::Duration(d)) => c = c.window_duration(d),
-            None => {}
-        }
-        if let Some(d) = self.slow_call_duration {
-            c = c.slow_call_duration(d);
-        }
-        if let Some(r) = self.slow_call_rate {
-            c = c.slow_call_rate(r);
-        }
-        if let Some(d) = self.open_for {
-            c = c.open_for(d);
-        }
-        if let Some(d) = self.open_for_max {
-            c = c.open_for_max(d);
-        }
-        if let Some(n) = self.half_open_probes {
-            c = c.half_open_probes(n);
-        }
-        if let Some(n) = self.close_after {
-            c = c.close_after(n);
-        }
-        if self.respect_retry_after {
-            c = c.respect_retry_after(self.max_retry_after.unwrap_or(Duration::from_secs(60)));
-        } else if self.max_retry_after.is_some() {
-            return Err(ConfigError::field(
-                "breaker.max_retry_after",
-                "needs respect_retry_after = true",
-            ));
-        }
-        c.validate().map_err(|err| ConfigError {
-            message: err.to_string(),
-        })?;
-        Ok(c)
-    }
-
-    /// The layer this section describes.
-    pub fn layer(
-        &self,
-    ) -> Result<crate::breaker::CircuitBreakerLayer<crate::breaker::KeyBy>, ConfigError> {
-        use crate::breaker::{CircuitBreakerLayer, KeyBy};
-        let layer = CircuitBreakerLayer::new(self.to_breaker()?).map_err(|err| ConfigError {
-            message: err.to_string(),
-        })?;
-        let layer = match self.max_keys {
-            Some(0) => return Err(ConfigError::field("breaker.max_keys", "must be at least 1")),
-            Some(n) => layer.max_keys(n),
-            None => layer,
-        };
-        Ok(layer.keyed_by(match self.key {
-            BreakerKey::Authority => KeyBy::Authority,
-            BreakerKey::Route => KeyBy::Route,
-            BreakerKey::None => KeyBy::None,
-        }))
-    }
-}
-
-#[cfg(any(feature = "breaker", feature = "retry"))]
+#[cfg(feature = "context")]
 fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     duration(de).map(Some)
 }
@@ -618,6 +307,30 @@ impl Config {
         })
     }
 
+    /// The circuit breaker `[breaker]` describes, if the section is there.
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+    pub fn breaker_layer(
+        &self,
+    ) -> Result<Option<crate::breaker::CircuitBreakerLayer>, ConfigError> {
+        self.breaker
+            .clone()
+            .map(crate::breaker::CircuitBreakerLayer::new)
+            .transpose()
+            .map_err(|err| ConfigError::field(&format!("breaker.{}", err.field()), err))
+    }
+
+    /// The retry layer `[retry]` describes, if the section is there.
+    #[cfg(feature = "retry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+    pub fn retry_layer(&self) -> Result<Option<crate::retry::RetryLayer>, ConfigError> {
+        self.retry
+            .clone()
+            .map(crate::retry::RetryLayer::new)
+            .transpose()
+            .map_err(|err| ConfigError::field(&format!("retry.{}", err.field()), err))
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.timeout.request.is_zero() {
@@ -630,13 +343,9 @@ impl Config {
             return Err(ConfigError::field("sidecar.workers", "must be at least 1"));
         }
         #[cfg(feature = "breaker")]
-        if let Some(breaker) = &self.breaker {
-            breaker.layer()?;
-        }
+        self.breaker_layer()?;
         #[cfg(feature = "retry")]
-        if let Some(retry) = &self.retry {
-            retry.to_retry()?;
-        }
+        self.retry_layer()?;
         #[cfg(feature = "context")]
         if let Some(context) = &self.context {
             context.to_context()?;
@@ -677,12 +386,7 @@ mod tests {
         )
         .unwrap();
         let b = config.breaker.as_ref().unwrap();
-        assert_eq!(
-            b.window,
-            Some(WindowValue::Duration(Duration::from_secs(10)))
-        );
-        assert_eq!(b.key, BreakerKey::Route);
-        let expected = crate::breaker::Config::default()
+        let mut expected = crate::breaker::Config::default()
             .min_calls(5)
             .failure_rate(25.5)
             .window_duration(Duration::from_secs(10))
@@ -692,12 +396,19 @@ mod tests {
             .open_for_max(Duration::from_secs(60))
             .half_open_probes(2)
             .close_after(4)
-            .respect_retry_after(Duration::from_secs(60));
-        assert_eq!(b.to_breaker().unwrap(), expected);
+            .key(crate::breaker::KeyBy::Route)
+            .respect_retry_after(crate::breaker::DEFAULT_MAX_RETRY_AFTER);
+        // Not written in the file: the one default applies.
+        expected.max_retry_after = None;
+        assert_eq!(b, &expected);
+        assert_eq!(
+            b.retry_after_cap(),
+            Some(crate::breaker::DEFAULT_MAX_RETRY_AFTER)
+        );
         let counted = Config::from_toml("[breaker]\nwindow = 50\n").unwrap();
         assert_eq!(
-            counted.breaker.unwrap().window,
-            Some(WindowValue::Calls(50))
+            counted.breaker.unwrap(),
+            crate::breaker::Config::default().window_calls(50)
         );
         assert!(Config::from_toml("").unwrap().breaker.is_none());
     }
@@ -721,17 +432,38 @@ mod tests {
             .retry_non_idempotent(true)
             .respect_retry_after(false)
             .max_retry_after(Duration::from_secs(10));
-        assert_eq!(config.retry.unwrap().to_retry().unwrap(), expected);
+        assert_eq!(config.retry.unwrap(), expected);
         assert!(Config::from_toml("").unwrap().retry.is_none());
         assert_eq!(
-            Config::from_toml("[retry]\n")
-                .unwrap()
-                .retry
-                .unwrap()
-                .to_retry()
-                .unwrap(),
+            Config::from_toml("[retry]\n").unwrap().retry.unwrap(),
             crate::retry::Config::default()
         );
+    }
+
+    /// Every default lives in one place: an empty section is the layer's
+    /// own default, and a stack from an empty file is the stack's default.
+    #[test]
+    fn code_and_toml_defaults_agree() {
+        let config = Config::from_toml("[timeout]\n[sidecar]\n").unwrap();
+        assert_eq!(config.timeout.request, crate::stack::DEFAULT_TIMEOUT);
+        #[cfg(feature = "breaker")]
+        {
+            let config = Config::from_toml("[breaker]\n").unwrap();
+            assert_eq!(config.breaker.unwrap(), crate::breaker::Config::default());
+        }
+        #[cfg(feature = "retry")]
+        {
+            let config = Config::from_toml("[retry]\n").unwrap();
+            assert_eq!(config.retry.unwrap(), crate::retry::Config::default());
+        }
+        #[cfg(feature = "context")]
+        {
+            let config = Config::from_toml("[context]\n").unwrap();
+            assert_eq!(
+                format!("{:?}", config.context.unwrap().to_context().unwrap()),
+                format!("{:?}", crate::context::Config::new())
+            );
+        }
     }
 
     #[test]

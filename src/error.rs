@@ -1,4 +1,9 @@
-//! Turning the crate's typed errors into HTTP responses.
+//! The shared error vocabulary, and turning errors into HTTP responses.
+//!
+//! Layers never look for each other's error types. A layer whose failure
+//! means something to the others puts a [`Fault`] in its error's `source()`
+//! chain; [`find_fault`] finds it, and [`chain`] walks any error's causes
+//! (through `io::Error::get_ref` too).
 //!
 //! On the client side every layer of this crate fails with a small typed
 //! error inside a [`BoxError`] that callers can downcast. On the server side
@@ -8,8 +13,8 @@
 //! | error in the chain | status |
 //! |---|---|
 //! | [`tower::timeout::error::Elapsed`] | 504 Gateway Timeout |
-//! | `breaker::Open` (an open circuit breaker) | 503 Service Unavailable, `Retry-After` |
-//! | [`crate::proxy::UpstreamError`], or an I/O error (refused, reset, ...) | 502 Bad Gateway |
+//! | a [`Fault`] (an open breaker's is 503 with `Retry-After`; a failed upstream's is 502) | its status, `Retry-After` when it says when |
+//! | an I/O error (refused, reset, ...) | 502 Bad Gateway |
 //! | anything else | 500 Internal Server Error |
 //!
 //! with a short `text/plain` body naming the error, and a `Retry-After`
@@ -32,12 +37,12 @@
 //! );
 //! ```
 
-use crate::BoxError;
 use http::{header, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use std::{
     convert::Infallible,
     error::Error as StdError,
+    fmt,
     future::Future,
     io,
     pin::Pin,
@@ -47,28 +52,171 @@ use std::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// The status, and the `Retry-After` delay if any, that [`error_response`]
-/// gives `error`.
-pub fn status_for(error: &(dyn StdError + 'static)) -> (StatusCode, Option<Duration>) {
-    let mut status = StatusCode::INTERNAL_SERVER_ERROR;
-    let mut next = Some(error);
-    let mut depth = 0;
-    while let (Some(err), true) = (next, depth < 64) {
-        if err.is::<tower::timeout::error::Elapsed>() {
-            return (StatusCode::GATEWAY_TIMEOUT, None);
+/// The error type of every layer that adds failures of its own: a boxed
+/// error that callers downcast to the layer's typed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a failure means at the HTTP boundary, in words every layer shares:
+/// the status to answer with, how long the caller should wait before trying
+/// again, and whether the request was refused before it reached the service
+/// beneath.
+///
+/// A layer that fails in a way the rest of the stack should understand (an
+/// open circuit breaker, a proxy whose upstream failed, later a rate limit
+/// or a missing credential) puts a `Fault` in its error's `source()` chain.
+/// The other layers find it with [`find_fault`] and never name the layer's
+/// own error type: the retry layer waits for [`retry_after`](Self::retry_after)
+/// when the request was [`refused`](Self::refused), and [`error_response`]
+/// answers with [`status`](Self::status).
+///
+/// ```
+/// use http::StatusCode;
+/// use std::time::Duration;
+/// use tower_shield::error::{find_fault, Fault};
+///
+/// #[derive(Debug)]
+/// struct Shed(Fault);
+/// impl std::fmt::Display for Shed {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("load shed")
+///     }
+/// }
+/// impl std::error::Error for Shed {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let err: tower_shield::BoxError = Box::new(Shed(Fault::refused(
+///     StatusCode::SERVICE_UNAVAILABLE,
+///     Some(Duration::from_secs(2)),
+/// )));
+/// let fault = find_fault(&*err).unwrap();
+/// assert!(fault.is_refused());
+/// assert_eq!(fault.retry_after(), Some(Duration::from_secs(2)));
+/// assert_eq!(tower_shield::error::status_for(&*err).0, StatusCode::SERVICE_UNAVAILABLE);
+/// ```
+#[derive(Debug)]
+pub struct Fault {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    refused: bool,
+    source: Option<BoxError>,
+}
+
+impl Fault {
+    /// A failure answered with `status`, after the request reached the
+    /// service beneath (or may have).
+    pub fn new(status: StatusCode) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            refused: false,
+            source: None,
         }
-        #[cfg(feature = "breaker")]
-        if let Some(open) = err.downcast_ref::<crate::breaker::Open>() {
-            return (StatusCode::SERVICE_UNAVAILABLE, Some(open.retry_after()));
-        }
-        if err.is::<crate::proxy::UpstreamError>() || err.is::<io::Error>() {
-            // Keep looking: a timeout deeper in the chain is more precise.
-            status = StatusCode::BAD_GATEWAY;
-        }
-        next = err.source();
-        depth += 1;
     }
-    (status, None)
+
+    /// The request was refused before it reached the service beneath (so
+    /// sending it again cannot repeat a side effect); the caller may try
+    /// again after `retry_after`, when given.
+    pub fn refused(status: StatusCode, retry_after: Option<Duration>) -> Self {
+        Self {
+            status,
+            retry_after,
+            refused: true,
+            source: None,
+        }
+    }
+
+    /// The same fault, caused by `source` (which `source()` then returns).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// How long the caller should wait before trying again, if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether the request was refused before it reached the service
+    /// beneath.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = self.status.canonical_reason().unwrap_or("error");
+        if self.refused {
+            write!(f, "refused ({} {reason})", self.status.as_u16())
+        } else {
+            write!(f, "{} {reason}", self.status.as_u16())
+        }
+    }
+}
+
+impl StdError for Fault {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Every error in `error`'s cause chain, itself first. An [`io::Error`]
+/// that wraps another error yields the wrapped error next (its own
+/// `source()` skips it). At most 64 errors, so a `source()` cycle cannot
+/// hang the caller.
+pub fn chain<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&err: &&'a (dyn StdError + 'static)| match err
+        .downcast_ref::<io::Error>()
+        .and_then(io::Error::get_ref)
+    {
+        Some(inner) => Some(inner as &(dyn StdError + 'static)),
+        None => err.source(),
+    })
+    .take(64)
+}
+
+/// The first error of type `T` in `error`'s [`chain`].
+pub fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    chain(error).find_map(|err| err.downcast_ref::<T>())
+}
+
+/// The innermost [`Fault`] in `error`'s [`chain`], if any layer put one
+/// there: the one nearest the cause is the most precise (an open breaker's
+/// 503 inside a proxy's 502, say).
+pub fn find_fault<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Fault> {
+    chain(error)
+        .filter_map(|err| err.downcast_ref::<Fault>())
+        .last()
+}
+
+/// The status, and the `Retry-After` delay if any, that [`error_response`]
+/// gives `error`: a tower timeout anywhere in the chain is 504; otherwise the
+/// innermost [`Fault`] decides ([`find_fault`]); otherwise an I/O error is
+/// 502; anything else is 500.
+pub fn status_for(error: &(dyn StdError + 'static)) -> (StatusCode, Option<Duration>) {
+    if chain(error).any(|err| err.is::<tower::timeout::error::Elapsed>()) {
+        // More precise than whatever wraps it.
+        return (StatusCode::GATEWAY_TIMEOUT, None);
+    }
+    if let Some(fault) = find_fault(error) {
+        return (fault.status(), fault.retry_after());
+    }
+    if chain(error).any(|err| err.is::<io::Error>()) {
+        return (StatusCode::BAD_GATEWAY, None);
+    }
+    (StatusCode::INTERNAL_SERVER_ERROR, None)
 }
 
 /// Builds the response for `error`: the status of [`status_for`], a

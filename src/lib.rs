@@ -96,31 +96,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// `get_ref`, `get_mut` and `into_inner` for a service whose wrapped
-/// service is the field `inner` of type `S`.
-macro_rules! define_inner_service_accessors {
-    () => {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// Unwraps the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    };
-}
+#[macro_use]
+mod macros;
 
 pub mod body;
 #[cfg(feature = "breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
 pub mod breaker;
+mod builder;
 pub mod classify;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
@@ -139,112 +122,7 @@ pub mod retry;
 pub mod stack;
 #[cfg(any(feature = "breaker", feature = "retry"))]
 mod striped;
+pub mod telemetry;
 
-use tower::{layer::util::Stack, ServiceBuilder};
-
-/// The error type of every layer that adds failures of its own: a boxed
-/// error that callers downcast to the layer's typed error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Adds this crate's layers to a [`ServiceBuilder`] chain.
-///
-/// tower's own `ServiceBuilder::timeout` already covers the timeout; the
-/// methods here add the crate's stacks and layers.
-///
-/// ```
-/// use tower::ServiceBuilder;
-/// use tower_shield::{stack::ClientStack, ServiceBuilderExt};
-///
-/// let builder = ServiceBuilder::new().client_stack(ClientStack::new()).error_responses();
-/// # let _ = builder;
-/// ```
-pub trait ServiceBuilderExt<L>: sealed::Sealed {
-    /// Adds a [`stack::ClientStack`].
-    fn client_stack(
-        self,
-        stack: stack::ClientStack,
-    ) -> ServiceBuilder<Stack<stack::ClientStack, L>>;
-
-    /// Adds a [`stack::ServerStack`].
-    fn server_stack(
-        self,
-        stack: stack::ServerStack,
-    ) -> ServiceBuilder<Stack<stack::ServerStack, L>>;
-
-    /// Adds an [`error::ErrorResponseLayer`]: errors below become responses.
-    fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>>;
-
-    /// Adds a [`breaker::CircuitBreakerLayer`].
-    #[cfg(feature = "breaker")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
-    fn circuit_breaker<K, C>(
-        self,
-        layer: breaker::CircuitBreakerLayer<K, C>,
-    ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>>;
-
-    /// Adds a [`retry::RetryLayer`] (named `retries` because tower's own
-    /// `ServiceBuilder::retry`, which takes a bare policy, would shadow a
-    /// `retry`). Put it outside the client stack (it
-    /// retries whole calls through the breaker and the per-attempt
-    /// timeout); the client below it sees [`body::ReplayBody`] bodies.
-    #[cfg(feature = "retry")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-    fn retries<C>(
-        self,
-        layer: retry::RetryLayer<C>,
-    ) -> ServiceBuilder<Stack<retry::RetryLayer<C>, L>>;
-
-    /// Adds a [`proxy::ReverseProxyLayer`].
-    fn reverse_proxy(
-        self,
-        layer: proxy::ReverseProxyLayer,
-    ) -> ServiceBuilder<Stack<proxy::ReverseProxyLayer, L>>;
-}
-
-impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn client_stack(
-        self,
-        stack: stack::ClientStack,
-    ) -> ServiceBuilder<Stack<stack::ClientStack, L>> {
-        self.layer(stack)
-    }
-
-    fn server_stack(
-        self,
-        stack: stack::ServerStack,
-    ) -> ServiceBuilder<Stack<stack::ServerStack, L>> {
-        self.layer(stack)
-    }
-
-    fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>> {
-        self.layer(error::ErrorResponseLayer::new())
-    }
-
-    fn reverse_proxy(
-        self,
-        layer: proxy::ReverseProxyLayer,
-    ) -> ServiceBuilder<Stack<proxy::ReverseProxyLayer, L>> {
-        self.layer(layer)
-    }
-
-    #[cfg(feature = "breaker")]
-    fn circuit_breaker<K, C>(
-        self,
-        layer: breaker::CircuitBreakerLayer<K, C>,
-    ) -> ServiceBuilder<Stack<breaker::CircuitBreakerLayer<K, C>, L>> {
-        self.layer(layer)
-    }
-
-    #[cfg(feature = "retry")]
-    fn retries<C>(
-        self,
-        layer: retry::RetryLayer<C>,
-    ) -> ServiceBuilder<Stack<retry::RetryLayer<C>, L>> {
-        self.layer(layer)
-    }
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl<L> Sealed for tower::ServiceBuilder<L> {}
-}
+pub use builder::ServiceBuilderExt;
+pub use error::BoxError;

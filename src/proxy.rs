@@ -49,12 +49,12 @@
 //! # }
 //! ```
 
-use crate::BoxError;
+use crate::{error::Fault, BoxError};
 use bytes::Bytes;
 use http::{
     header::{self, HeaderName},
     uri::{Authority, PathAndQuery, Scheme},
-    HeaderMap, HeaderValue, Request, Response, Uri, Version,
+    HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -114,13 +114,20 @@ impl StdError for InvalidUpstream {}
 /// source. Answered with 502 Bad Gateway by [`crate::error::error_response`].
 #[derive(Debug)]
 pub struct UpstreamError {
-    source: BoxError,
+    // A 502 whose source is the client's own error.
+    fault: Fault,
 }
 
 impl UpstreamError {
+    fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            fault: Fault::new(StatusCode::BAD_GATEWAY).with_source(source),
+        }
+    }
+
     /// The client's own error.
-    pub fn inner(&self) -> &BoxError {
-        &self.source
+    pub fn inner(&self) -> &(dyn StdError + 'static) {
+        self.fault.source().unwrap_or(&self.fault)
     }
 }
 
@@ -132,7 +139,7 @@ impl fmt::Display for UpstreamError {
 
 impl StdError for UpstreamError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.source)
+        Some(&self.fault)
     }
 }
 
@@ -388,7 +395,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|e| UpstreamError { source: e.into() }.into())
+            .map_err(|e| UpstreamError::new(e).into())
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
@@ -457,8 +464,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { inner, upstream } => {
-                let mut res =
-                    ready!(inner.poll(cx)).map_err(|e| UpstreamError { source: e.into() })?;
+                let mut res = ready!(inner.poll(cx)).map_err(|e| UpstreamError::new(e))?;
                 let via = via_value(res.version(), &upstream.via);
                 remove_hop_by_hop(res.headers_mut());
                 res.headers_mut().append(header::VIA, via);

@@ -16,7 +16,7 @@ use std::{
 use tokio::time::{advance, Instant};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
-    breaker::{CircuitBreakerLayer, Config, Open, State},
+    breaker::{CircuitBreakerLayer, Config, KeyBy, Open, State},
     error::error_response,
     BoxError,
 };
@@ -354,10 +354,9 @@ async fn one_failing_host_never_opens_another_hosts_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn key_set_is_bounded() {
-    let layer = CircuitBreakerLayer::new(Config::default())
+    let layer = CircuitBreakerLayer::new(Config::default().max_keys(3))
         .unwrap()
-        .by_authority()
-        .max_keys(3);
+        .by_authority();
     let breakers = layer.breakers();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -371,6 +370,48 @@ async fn key_set_is_bounded() {
         svc.clone().oneshot(req).await.unwrap();
     }
     assert!(breakers.keys().len() <= 3, "{:?}", breakers.keys());
+}
+
+/// Route keys come from callers: a flood of 100 000 distinct paths keeps
+/// the registry at `max_keys`, a handle taken before the flood sees the live
+/// set, and a breaker that is open is never the one evicted.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_route_keys_stays_bounded_and_open_breakers_stay() {
+    let layer = CircuitBreakerLayer::new(
+        Config::default()
+            .key(KeyBy::Route)
+            .max_keys(64)
+            .consecutive_failures(1),
+    )
+    .unwrap();
+    let breakers = layer.breakers();
+    let svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|req: Request<()>| async move {
+                let status = if req.uri().path() == "/failing" {
+                    500
+                } else {
+                    200
+                };
+                Ok::<_, Infallible>(Response::builder().status(status).body(()).unwrap())
+            }));
+    let get = |path: String| svc.clone().oneshot(Request::get(path).body(()).unwrap());
+    get("/failing".to_owned()).await.unwrap();
+    assert_eq!(breakers.get("/failing").unwrap().state(), State::Open);
+    for i in 0..100_000 {
+        get(format!("/p/{i}")).await.unwrap();
+        assert!(
+            breakers.len() <= 64 + 1,
+            "{} keys after {i}",
+            breakers.len()
+        );
+    }
+    assert!(breakers.len() <= 64, "{} keys", breakers.len());
+    // The handle taken first sees keys made last, and the open breaker.
+    assert!(breakers.get("/p/99999").is_some());
+    assert_eq!(breakers.get("/failing").unwrap().state(), State::Open);
+    assert!(get("/failing".to_owned()).await.unwrap_err().is::<Open>());
 }
 
 #[tokio::test(start_paused = true)]
@@ -550,7 +591,7 @@ async fn follows_a_real_upstream_that_fails_and_recovers() {
     use axum::{extract::State as AxumState, routing::get, Router};
     use bytes::Bytes;
     use http_body_util::Empty;
-    use tower_shield::{breaker::KeyBy, stack::ClientStack, ServiceBuilderExt};
+    use tower_shield::{stack::ClientStack, ServiceBuilderExt};
 
     let up = Upstream::new();
     let app = Router::new().route(

@@ -21,12 +21,7 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
-#[cfg(all(
-    feature = "config",
-    feature = "breaker",
-    feature = "retry",
-    feature = "context"
-))]
+#[cfg(all(feature = "breaker", feature = "retry", feature = "context"))]
 fn tour_shows_each_step() {
     let out = run("tour", &[]);
     for expected in [

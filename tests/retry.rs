@@ -535,7 +535,7 @@ async fn a_timed_out_attempt_is_retried() {
     });
     let layer = RetryLayer::new(fast()).unwrap();
     let svc = ServiceBuilder::new()
-        .retries(layer.clone())
+        .layer(layer.clone())
         .client_stack(ClientStack::new().timeout(Duration::from_secs(1)))
         .service(inner);
     let start = Instant::now();

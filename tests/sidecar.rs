@@ -1,12 +1,7 @@
-//! Black-box tests of `examples/sidecar.rs`: the sidecar runs as its own
+//! Black-box tests of the `tower-shield-sidecar` program: it runs as its own
 //! process between a real hyper client and a real axum upstream, all on
 //! 127.0.0.1.
-#![cfg(all(
-    feature = "config",
-    feature = "breaker",
-    feature = "retry",
-    feature = "context"
-))]
+#![cfg(feature = "sidecar")]
 
 mod support;
 
@@ -331,7 +326,7 @@ impl Drop for ConfigFile {
 /// Runs a sidecar that is expected to refuse to start: its exit code and
 /// what it printed on standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(example_bin("sidecar"))
+    let out = Command::new(env!("CARGO_BIN_EXE_tower-shield-sidecar"))
         .args(args)
         .output()
         .unwrap();
@@ -455,7 +450,7 @@ async fn breaker_opens_fails_fast_and_health_reports_degraded() {
         }),
     ))
     .await;
-    let file = ConfigFile::new("breaker", &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\n"));
+    let file = ConfigFile::new("breaker", &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\nkey = \"authority\"\n"));
     let sidecar = start_sidecar(&["--config", file.path()]);
     let client = hyper_client::<ReqBody>();
     let base = format!("http://{}", sidecar.addr.unwrap());

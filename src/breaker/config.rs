@@ -1,11 +1,12 @@
 //! Breaker settings.
 
+use super::KeyBy;
 use std::{fmt, time::Duration};
 
-/// How failures are detected while the breaker is closed.
+/// How failures are detected while the breaker is closed, as the state
+/// machine reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum Detection {
+pub(crate) enum Detection {
     /// Open after this many failures in a row.
     Consecutive {
         /// The streak that opens the breaker.
@@ -21,7 +22,8 @@ pub enum Detection {
     },
 }
 
-/// The window the rates are computed over.
+/// The window the rates are computed over. In TOML, a number of calls
+/// (`window = 100`) or a duration (`window = "10s"`).
 ///
 /// A count window keeps one byte per call for each breaker (at most 10 000
 /// calls, so 1 024 keyed breakers hold at most 10 MB); a time window keeps
@@ -35,8 +37,61 @@ pub enum Window {
     Duration(Duration),
 }
 
-/// A breaker's configuration. Build it with the methods; check it with
-/// [`Config::validate`] (the layer does).
+#[cfg(feature = "config")]
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Window;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of calls (100) or a duration (\"10s\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Window, E> {
+                u32::try_from(v)
+                    .map(Window::Calls)
+                    .map_err(|_| E::custom(format!("a window of {v} calls is out of range")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Window, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Window, E> {
+                humantime::parse_duration(v)
+                    .map(Window::Duration)
+                    .map_err(|err| {
+                        E::custom(format!(
+                            "invalid duration {v:?}: {err} (write durations like \"10s\")"
+                        ))
+                    })
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+/// How failures are counted while the breaker is closed: `mode` in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize))]
+#[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum Mode {
+    /// Open after `failure_threshold` failures in a row.
+    #[default]
+    Consecutive,
+    /// Open at `failure_rate` percent of the calls in the window.
+    Rate,
+}
+
+/// The failures in a row that open a breaker in the consecutive mode,
+/// unless set.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+/// The failure percentage that opens a breaker in the rate mode, unless set.
+pub const DEFAULT_FAILURE_RATE: f64 = 50.0;
+/// The longest `Retry-After` a breaker obeys, unless set.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A breaker's configuration, which is also the sidecar's `[breaker]`
+/// section: each method is named after its TOML key. Build it with the
+/// methods; check it with [`Config::validate`] (the layer does).
 ///
 /// ```
 /// use std::time::Duration;
@@ -50,25 +105,39 @@ pub enum Window {
 /// config.validate().unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize))]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 pub struct Config {
-    pub(crate) detection: Detection,
+    pub(crate) mode: Mode,
+    pub(crate) failure_threshold: Option<u32>,
+    pub(crate) failure_rate: Option<f64>,
     pub(crate) window: Window,
     pub(crate) min_calls: u32,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) slow_call_duration: Option<Duration>,
     pub(crate) slow_call_rate: Option<f64>,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) open_for: Duration,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) open_for_max: Option<Duration>,
     pub(crate) half_open_probes: u32,
     pub(crate) close_after: u32,
+    pub(crate) key: KeyBy,
+    pub(crate) max_keys: usize,
+    pub(crate) respect_retry_after: bool,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) max_retry_after: Option<Duration>,
 }
 
 impl Default for Config {
     /// Open after 5 failures in a row, for 30 s; one probe at a time; close
-    /// after 3 probe successes.
+    /// after 3 probe successes; one breaker for every request (at most 1024
+    /// keyed ones when keyed).
     fn default() -> Self {
         Self {
-            detection: Detection::Consecutive { failures: 5 },
+            mode: Mode::Consecutive,
+            failure_threshold: None,
+            failure_rate: None,
             window: Window::Calls(100),
             min_calls: 10,
             slow_call_duration: None,
@@ -77,6 +146,9 @@ impl Default for Config {
             open_for_max: None,
             half_open_probes: 1,
             close_after: 3,
+            key: KeyBy::None,
+            max_keys: 1024,
+            respect_retry_after: false,
             max_retry_after: None,
         }
     }
@@ -105,18 +177,26 @@ impl fmt::Display for InvalidConfig {
 impl std::error::Error for InvalidConfig {}
 
 impl Config {
-    /// Open after `failures` failures in a row (the default mode, 5).
-    pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.detection = Detection::Consecutive { failures };
+    /// Open after `failures` failures in a row (the consecutive mode, the
+    /// default; 5 unless set).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.mode = Mode::Consecutive;
+        self.failure_threshold = Some(failures);
+        self.failure_rate = None;
         self
     }
 
-    /// Open when this percentage of the calls in the window failed.
+    /// The same as [`failure_threshold`](Self::failure_threshold).
+    pub fn consecutive_failures(self, failures: u32) -> Self {
+        self.failure_threshold(failures)
+    }
+
+    /// Open when this percentage of the calls in the window failed (the
+    /// rate mode).
     pub fn failure_rate(mut self, percent: f64) -> Self {
-        self.detection = Detection::Rate {
-            failure_rate: percent,
-            min_calls: self.min_calls,
-        };
+        self.mode = Mode::Rate;
+        self.failure_rate = Some(percent);
+        self.failure_threshold = None;
         self
     }
 
@@ -135,12 +215,6 @@ impl Config {
     /// Calls the window must hold before a rate is judged (default 10).
     pub fn min_calls(mut self, calls: u32) -> Self {
         self.min_calls = calls;
-        if let Detection::Rate { failure_rate, .. } = self.detection {
-            self.detection = Detection::Rate {
-                failure_rate,
-                min_calls: calls,
-            };
-        }
         self
     }
 
@@ -183,17 +257,65 @@ impl Config {
     }
 
     /// Opens (or keeps open) the breaker when the upstream answers 429 or
-    /// 503 with `Retry-After`, for the time it asks, at most `max`.
+    /// 503 with `Retry-After`, for the time it asks, at most `max`
+    /// (`respect_retry_after = true` and `max_retry_after` in TOML).
     pub fn respect_retry_after(mut self, max: Duration) -> Self {
+        self.respect_retry_after = true;
         self.max_retry_after = Some(max);
         self
+    }
+
+    /// Which breaker a request belongs to, when the layer is built from
+    /// this configuration (default [`KeyBy::None`]: one for every request).
+    pub fn key(mut self, key: KeyBy) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// At most this many keyed breakers (default 1024). A new key evicts a
+    /// breaker that is closed and idle, the least recently used first.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max;
+        self
+    }
+
+    /// The detection the state machine runs.
+    pub(crate) fn detection(&self) -> Detection {
+        match self.mode {
+            Mode::Consecutive => Detection::Consecutive {
+                failures: self.failure_threshold.unwrap_or(DEFAULT_FAILURE_THRESHOLD),
+            },
+            Mode::Rate => Detection::Rate {
+                failure_rate: self.failure_rate.unwrap_or(DEFAULT_FAILURE_RATE),
+                min_calls: self.min_calls,
+            },
+        }
+    }
+
+    /// The cap on an obeyed `Retry-After`, when `Retry-After` is obeyed.
+    pub(crate) fn retry_after_cap(&self) -> Option<Duration> {
+        self.respect_retry_after
+            .then(|| self.max_retry_after.unwrap_or(DEFAULT_MAX_RETRY_AFTER))
     }
 
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let bad = |field, problem| Err(InvalidConfig { field, problem });
         let rate_ok = |r: f64| r.is_finite() && r > 0.0 && r <= 100.0;
-        match self.detection {
+        match (self.mode, self.failure_threshold, self.failure_rate) {
+            (Mode::Consecutive, _, Some(_)) => return bad("failure_rate", "needs mode = \"rate\""),
+            (Mode::Rate, Some(_), _) => {
+                return bad("failure_threshold", "needs mode = \"consecutive\"")
+            }
+            _ => {}
+        }
+        if !self.respect_retry_after && self.max_retry_after.is_some() {
+            return bad("max_retry_after", "needs respect_retry_after = true");
+        }
+        if self.max_keys == 0 {
+            return bad("max_keys", "must be at least 1");
+        }
+        match self.detection() {
             Detection::Consecutive { failures: 0 } => {
                 return bad("failure_threshold", "must be at least 1")
             }

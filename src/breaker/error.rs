@@ -1,22 +1,26 @@
 //! The error of a rejected call.
 
+use crate::error::Fault;
+use http::StatusCode;
 use std::{error::Error, fmt, sync::Arc, time::Duration};
 
 /// The call was rejected because the circuit breaker is open: the inner
 /// service was not called.
 ///
-/// Downcast it from the stack's `BoxError`. [`crate::error::error_response`]
-/// answers it with `503 Service Unavailable` and a `Retry-After` header.
-#[derive(Debug, Clone)]
+/// Downcast it from the stack's `BoxError`. Its `source()` is a refused
+/// [`Fault`] (503 with the time left as `Retry-After`), which is how the rest
+/// of the crate reads it: [`crate::error::error_response`] answers
+/// `503 Service Unavailable` with a `Retry-After` header.
+#[derive(Debug)]
 pub struct Open {
-    retry_after: Duration,
+    fault: Fault,
     breaker: Arc<str>,
 }
 
 impl Open {
     pub(crate) fn new(retry_after: Duration, breaker: Arc<str>) -> Self {
         Self {
-            retry_after,
+            fault: Fault::refused(StatusCode::SERVICE_UNAVAILABLE, Some(retry_after)),
             breaker,
         }
     }
@@ -24,7 +28,7 @@ impl Open {
     /// How long until the breaker lets a probe call through (zero while
     /// half-open probes are in flight).
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        self.fault.retry_after().unwrap_or_default()
     }
 
     /// The name of the breaker: its key, or `"default"`.
@@ -39,4 +43,8 @@ impl fmt::Display for Open {
     }
 }
 
-impl Error for Open {}
+impl Error for Open {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.fault)
+    }
+}

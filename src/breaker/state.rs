@@ -122,7 +122,7 @@ impl Permit {
 
 impl Breaker {
     pub(crate) fn new(config: Config, name: String) -> Self {
-        let outcomes = match config.detection {
+        let outcomes = match config.detection() {
             Detection::Consecutive { .. } if config.slow_call_duration.is_none() => None,
             Detection::Consecutive { .. } | Detection::Rate { .. } => {
                 Some(Outcomes::new(config.window))
@@ -342,7 +342,7 @@ impl Breaker {
     /// maximum: an upstream asked, with `Retry-After`, not to be called
     /// before then.
     pub(crate) fn open_for_retry_after(&self, delay: Duration) {
-        let Some(cap) = self.config.max_retry_after else {
+        let Some(cap) = self.config.retry_after_cap() else {
             return;
         };
         let delay = delay.min(cap);
@@ -383,7 +383,7 @@ impl Breaker {
         if self.state.load(Ordering::Acquire) != CLOSED {
             return;
         }
-        let trip = match self.config.detection {
+        let trip = match self.config.detection() {
             Detection::Consecutive { failures } => {
                 let streak = if failure {
                     self.streak.fetch_add(1, Ordering::AcqRel) + 1

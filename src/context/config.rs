@@ -51,6 +51,9 @@ pub struct Config {
     /// For each name length (63 for 63 and longer), the indices in `names`
     /// of that length, as bits.
     pub(crate) by_len: Box<[u64; 64]>,
+    /// `http.server.request.duration`, when a meter was given.
+    #[cfg(feature = "otlp")]
+    pub(crate) duration: Option<opentelemetry::metrics::Histogram<f64>>,
 }
 
 /// The most header names a configuration reads (IDs, aliases and carried
@@ -129,6 +132,8 @@ impl Config {
             traceresponse: false,
             names: Vec::new(),
             by_len: Box::new([0; 64]),
+            #[cfg(feature = "otlp")]
+            duration: None,
         }
         .reindexed()
     }
@@ -217,7 +222,7 @@ impl Config {
 
     /// The calling service's name and version, sent on outgoing requests as
     /// `x-service-name` and `x-service-version`, and recorded as the OTLP
-    /// resource by [`otlp`](crate::context) setup. Values that are not
+    /// resource by the [`otlp`](crate::telemetry) setup. Values that are not
     /// valid header values are left out.
     pub fn service(mut self, name: &str, version: &str) -> Self {
         self.service_name = HeaderValue::from_str(name).ok();
@@ -229,6 +234,23 @@ impl Config {
     /// service's span (default off).
     pub fn traceresponse(mut self, enabled: bool) -> Self {
         self.traceresponse = enabled;
+        self
+    }
+
+    /// Records `http.server.request.duration` (a histogram in seconds, by
+    /// `http.request.method` and `http.response.status_code`) for every
+    /// request the server layer handles, with `meter` (for example
+    /// [`Telemetry::meter`](crate::telemetry::otlp::Telemetry::meter)).
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.duration = Some(
+            meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests.")
+                .build(),
+        );
         self
     }
 

@@ -61,8 +61,8 @@
 //!
 //! # OpenTelemetry
 //!
-//! With the `otlp` feature, `otlp::init` installs an OTLP exporter
-//! behind `tracing-opentelemetry`. The layers' spans then become
+//! With the `otlp` feature, `telemetry::otlp::init` installs an OTLP
+//! exporter behind `tracing-opentelemetry`. The layers' spans then become
 //! OpenTelemetry spans whose IDs are the ones on the wire: the server span
 //! has the caller's span as parent, and the client span's ID is the
 //! `parent-id` the next service sees.
@@ -79,10 +79,11 @@ macro_rules! context_layer {
         }
 
         impl $layer {
-            /// The layer with these settings.
-            pub fn new(config: Config) -> Self {
+            /// The layer with these settings (a `Config`, or an
+            /// `Arc<Config>` shared with other layers).
+            pub fn new(config: impl Into<Arc<Config>>) -> Self {
                 Self {
-                    config: Some(Arc::new(config)),
+                    config: Some(config.into()),
                 }
             }
 
@@ -127,10 +128,6 @@ macro_rules! context_layer {
         }
 
         impl<S> $service<S> {
-            pub(crate) fn optional(inner: S, config: Option<Arc<Config>>) -> Self {
-                Self { inner, config }
-            }
-
             define_inner_service_accessors!();
         }
     };
@@ -143,8 +140,7 @@ mod server;
 mod trace;
 
 #[cfg(feature = "otlp")]
-#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
-pub mod otlp;
+mod otel;
 
 pub use baggage::{Baggage, BAGGAGE_MAX_LEN, BAGGAGE_MAX_MEMBERS};
 pub use client::{ClientContext, ClientContextFuture, ClientContextLayer};
@@ -878,7 +874,7 @@ fn otel_ids(
     trace_id: TraceId,
     parent: Option<(SpanId, TraceFlags, bool)>,
 ) -> Option<(TraceId, SpanId)> {
-    otlp::link(span, trace_id, parent)
+    otel::link(span, trace_id, parent)
 }
 
 #[cfg(not(feature = "otlp"))]

@@ -51,7 +51,7 @@ where
             };
         };
         let mut cx = Context::from_headers(req.headers(), config);
-        let timing = start_timing(req.method());
+        let timing = start_timing(config, req.method());
         let method = req.method();
         let span = tracing::info_span!(
             "HTTP request",
@@ -104,27 +104,34 @@ type Timing = Untimed;
 struct Untimed;
 
 #[cfg(feature = "otlp")]
-fn start_timing(method: &http::Method) -> Timing {
+fn start_timing(config: &Config, method: &http::Method) -> Timing {
     // The clock is read only when the histogram is on.
-    super::otlp::metrics_on().then(|| (std::time::Instant::now(), method.clone()))
+    config
+        .duration
+        .is_some()
+        .then(|| (std::time::Instant::now(), method.clone()))
 }
 
 #[cfg(not(feature = "otlp"))]
-#[inline]
-fn start_timing(_method: &http::Method) -> Timing {
+fn start_timing(_config: &Config, _method: &http::Method) -> Timing {
     Untimed
 }
 
 #[cfg(feature = "otlp")]
-fn finish_timing(timing: &mut Timing, status: Option<u16>) {
-    if let Some((start, method)) = timing.take() {
-        super::otlp::record_server_duration(&method, status, start.elapsed().as_secs_f64());
+fn finish_timing(config: &Config, timing: &mut Timing, status: Option<u16>) {
+    use opentelemetry::KeyValue;
+    if let (Some((start, method)), Some(histogram)) = (timing.take(), &config.duration) {
+        let attrs = [
+            KeyValue::new("http.request.method", method.as_str().to_owned()),
+            KeyValue::new("http.response.status_code", i64::from(status.unwrap_or(0))),
+        ];
+        let known = if status.is_some() { 2 } else { 1 };
+        histogram.record(start.elapsed().as_secs_f64(), &attrs[..known]);
     }
 }
 
 #[cfg(not(feature = "otlp"))]
-#[inline]
-fn finish_timing(_timing: &mut Timing, _status: Option<u16>) {}
+fn finish_timing(_config: &Config, _timing: &mut Timing, _status: Option<u16>) {}
 
 pin_project! {
     /// The future of [`ServerContext`].
@@ -206,7 +213,11 @@ where
                     with_scope(cx, || inner.set(None));
                     result
                 };
-                finish_timing(timing, result.as_ref().ok().map(|r| r.status().as_u16()));
+                finish_timing(
+                    config,
+                    timing,
+                    result.as_ref().ok().map(|r| r.status().as_u16()),
+                );
                 super::record_outcome(span, &result, "request failed");
                 let Some(cx) = cx.take() else {
                     return Poll::Ready(result);

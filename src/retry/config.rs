@@ -5,6 +5,8 @@ use std::{fmt, time::Duration};
 /// How a backoff delay is randomised, so that clients that failed together
 /// do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize))]
+#[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum Jitter {
     /// The exponential delay exactly.
@@ -46,7 +48,9 @@ impl fmt::Display for InvalidConfig {
 
 impl std::error::Error for InvalidConfig {}
 
-/// What the retry layer does; every setting has a default.
+/// What the retry layer does, which is also the sidecar's `[retry]`
+/// section: each method is named after its TOML key, and every setting has
+/// a default.
 ///
 /// ```
 /// use std::time::Duration;
@@ -64,18 +68,24 @@ impl std::error::Error for InvalidConfig {}
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize))]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 pub struct Config {
     pub(crate) max_attempts: u32,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) base_delay: Duration,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) max_delay: Duration,
     pub(crate) multiplier: f64,
     pub(crate) jitter: Jitter,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) deadline: Option<Duration>,
     pub(crate) budget_percent: f64,
     pub(crate) budget_min_per_sec: u32,
     pub(crate) max_replay_body: usize,
     pub(crate) retry_non_idempotent: bool,
     pub(crate) respect_retry_after: bool,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) max_retry_after: Duration,
 }
 

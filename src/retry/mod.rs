@@ -17,10 +17,12 @@
 //!   [`Retryable`](crate::classify::Class::Retryable): by default 408, 429,
 //!   502, 503, 504, timeouts and connection errors. Nothing is decided
 //!   again here.
-//! - Only requests that are safe to repeat: GET, HEAD, OPTIONS, TRACE, PUT
-//!   and DELETE; POST, PATCH and other methods only when the request carries
-//!   an `Idempotency-Key` header, has the [`Repeatable`] extension (set it
-//!   per route), or [`Config::retry_non_idempotent`] is on. A request of any
+//! - Only requests that are safe to repeat, by the crate's one rule
+//!   ([`classify::is_repeatable`](crate::classify::is_repeatable)): GET,
+//!   HEAD, OPTIONS, TRACE, PUT and DELETE; POST, PATCH and other methods
+//!   only when the request carries an `Idempotency-Key` header, has the
+//!   [`Repeatable`] extension (set it per route), or
+//!   [`Config::retry_non_idempotent`] is on. A request of any
 //!   method *without a body* is also retried after a connect error, which
 //!   proves it never reached the server; a non-idempotent request with a
 //!   body is not read ahead for that, so it is never retried.
@@ -40,9 +42,10 @@
 //!
 //! The delay before retry *n* is the backoff ([`Config::backoff`]) unless a
 //! 429 or 503 answer says `Retry-After` (seconds or an HTTP date), which is
-//! obeyed up to [`Config::max_retry_after`]. An open circuit breaker's
-//! rejection ([`crate::breaker::Open`]) is retried only when a deadline is
-//! set and the breaker's remaining open time fits in it.
+//! obeyed up to [`Config::max_retry_after`]. A request a layer below
+//! refused without sending (its error carries a refused
+//! [`Fault`](crate::error::Fault), as an open circuit breaker's does) is
+//! retried only when a deadline is set and the wait it asks fits in it.
 //!
 //! A response that took more than one attempt says how many in an
 //! [`Attempts`] extension ([`Attempts::of`] reads it); every retry emits a `tracing` event (`attempt`,
@@ -92,38 +95,24 @@
 
 mod budget;
 mod config;
+mod future;
+mod layer;
+mod policy;
+mod service;
 
 pub use self::{
     budget::RetryBudget,
     config::{Config, InvalidConfig, Jitter},
+    future::ResponseFuture,
+    layer::{Metrics, RetryLayer},
+    policy::RetryPolicy,
+    service::Retry,
 };
+/// The request extension that marks a request as safe to repeat; see
+/// [`classify::Repeatable`](crate::classify::Repeatable).
+pub use crate::classify::Repeatable;
 
-use crate::{
-    body::{Buffer, ReplayBody},
-    classify::{
-        is_connect_error, is_idempotent, retry_after, AsStdError, Class, Classify,
-        ServerErrorsAsFailures, IDEMPOTENCY_KEY,
-    },
-    BoxError,
-};
-use http::{Request, Response};
-use http_body::Body;
-use pin_project_lite::pin_project;
-use std::{
-    fmt,
-    future::Future,
-    pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    task::{ready, Context, Poll},
-    time::Duration,
-};
-use tokio::time::{Instant, Sleep};
-use tower::retry::budget::Budget;
-use tower_layer::Layer;
-use tower_service::Service;
+use http::Response;
 
 /// How many attempts a response took, the first included: an extension of
 /// every response of [`Retry`] that took more than one. Read it with
@@ -134,6 +123,10 @@ use tower_service::Service;
 pub struct Attempts(u32);
 
 impl Attempts {
+    pub(crate) fn new(n: u32) -> Self {
+        Self(n)
+    }
+
     /// The number of attempts.
     pub fn get(self) -> u32 {
         self.0
@@ -145,547 +138,11 @@ impl Attempts {
     }
 }
 
-/// A request extension that marks a request as safe to repeat whatever its
-/// method, for example on a route whose POST handler is idempotent.
-///
-/// ```
-/// use tower_shield::retry::Repeatable;
-///
-/// let mut req = http::Request::post("http://127.0.0.1/jobs/42").body(()).unwrap();
-/// req.extensions_mut().insert(Repeatable);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Repeatable;
-
-/// Counts kept by a [`RetryLayer`] and every service it built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Metrics {
-    /// Retries sent.
-    pub retries: u64,
-    /// Retries the budget refused.
-    pub budget_exhausted: u64,
-}
-
-struct Shared {
-    config: Config,
-    budget: RetryBudget,
-    retries: AtomicU64,
-    exhausted: AtomicU64,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Whether `parts` may be sent more than once.
-fn repeatable(
-    config: &Config,
-    method: &http::Method,
-    headers: &http::HeaderMap,
-    extensions: &http::Extensions,
-) -> bool {
-    is_idempotent(method)
-        || config.retry_non_idempotent
-        || headers.contains_key(IDEMPOTENCY_KEY)
-        || extensions.get::<Repeatable>().is_some()
-}
-
-/// Applies [`Retry`]. Every service it builds, and their clones, share one
-/// retry budget and one set of counters.
-#[derive(Clone)]
-pub struct RetryLayer<C = ServerErrorsAsFailures> {
-    shared: Arc<Shared>,
-    classifier: C,
-}
-
-impl<C> fmt::Debug for RetryLayer<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayer")
-            .field("config", &self.shared.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RetryLayer {
-    /// A layer with the default classifier
-    /// ([`ServerErrorsAsFailures`]), or the first invalid setting.
-    pub fn new(config: Config) -> Result<Self, InvalidConfig> {
-        config.validate()?;
-        let budget = RetryBudget::new(config.budget_percent, config.budget_min_per_sec);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                config,
-                budget,
-                retries: AtomicU64::new(0),
-                exhausted: AtomicU64::new(0),
-            }),
-            classifier: ServerErrorsAsFailures::new(),
-        })
-    }
-}
-
-impl<C> RetryLayer<C> {
-    /// Decides what is retryable with `classifier` instead.
-    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
-        RetryLayer {
-            shared: self.shared,
-            classifier,
-        }
-    }
-
-    /// The counts so far.
-    pub fn metrics(&self) -> Metrics {
-        Metrics {
-            retries: self.shared.retries.load(Ordering::Relaxed),
-            budget_exhausted: self.shared.exhausted.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
-    /// The [`tower::retry::Policy`] this layer uses, for use with
-    /// `tower::retry::Retry` directly.
-    pub fn policy(&self) -> RetryPolicy<C>
-    where
-        C: Clone,
-    {
-        RetryPolicy {
-            shared: self.shared.clone(),
-            classifier: self.classifier.clone(),
-            attempts: 0,
-            started: None,
-            previous: self.shared.config.base_delay,
-        }
-    }
-}
-
-impl<S, C: Clone> Layer<S> for RetryLayer<C> {
-    type Service = Retry<S, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            policy: self.policy(),
-        }
-    }
-}
-
-/// The [`tower::retry::Policy`] of [`RetryLayer`], over requests whose
-/// bodies are [`ReplayBody`]s. One per request: tower clones it for each.
-#[derive(Clone)]
-pub struct RetryPolicy<C = ServerErrorsAsFailures> {
-    shared: Arc<Shared>,
-    classifier: C,
-    attempts: u32,
-    started: Option<Instant>,
-    previous: Duration,
-}
-
-impl<C> fmt::Debug for RetryPolicy<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("attempts", &self.attempts)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C> RetryPolicy<C> {
-    /// Whether to retry after attempt `n` of `req`, and after what delay;
-    /// or why not.
-    fn decide<B, Res, E>(
-        &mut self,
-        n: u32,
-        req: &Request<B>,
-        result: &Result<Response<Res>, E>,
-    ) -> Result<(Duration, &'static str), &'static str>
-    where
-        C: Classify<Response<Res>, E>,
-        E: AsStdError,
-    {
-        let config = &self.shared.config;
-        if n >= config.max_attempts {
-            return Err("attempts exhausted");
-        }
-        // Only asked once an answer could be retried: a success never needs it.
-        let repeatable = || repeatable(config, req.method(), req.headers(), req.extensions());
-        let error = match result {
-            Err(err) => err.as_std_error(),
-            Ok(_) => None,
-        };
-        #[cfg(feature = "breaker")]
-        let open = error
-            .and_then(|e| e.downcast_ref::<crate::breaker::Open>())
-            .map(crate::breaker::Open::retry_after);
-        #[cfg(not(feature = "breaker"))]
-        let open: Option<Duration> = None;
-        let (delay, reason) = if let Some(wait) = open {
-            // Only worth waiting for when a deadline says how long we may.
-            if config.deadline.is_none() || !repeatable() {
-                return Err("circuit open");
-            }
-            (wait, "circuit open")
-        } else {
-            if self.classifier.classify(result) != Class::Retryable {
-                return Err("not retryable");
-            }
-            if !error.is_some_and(is_connect_error) && !repeatable() {
-                return Err("not safe to repeat");
-            }
-            let asked = match result {
-                Ok(res) if config.respect_retry_after => retry_after(res),
-                _ => None,
-            };
-            match asked {
-                Some(asked) => (asked.min(config.max_retry_after), "retry-after"),
-                None => (
-                    config.backoff(n, self.previous, fastrand::f64()),
-                    if error.is_some() { "error" } else { "status" },
-                ),
-            }
-        };
-        if let (Some(deadline), Some(started)) = (config.deadline, self.started) {
-            // Checked: a delay near `Duration::MAX` (an upstream's `Retry-After`
-            // under a cap of centuries) is past any deadline.
-            if started
-                .elapsed()
-                .checked_add(delay)
-                .map_or(true, |at| at > deadline)
-            {
-                return Err("deadline");
-            }
-        }
-        if !self.shared.budget.withdraw() {
-            self.shared.exhausted.fetch_add(1, Ordering::Relaxed);
-            return Err("budget exhausted");
-        }
-        Ok((delay, reason))
-    }
-}
-
-impl<C> RetryPolicy<C> {
-    /// After an attempt: the wait before the next one, or `None` to
-    /// answer with `result`.
-    fn after_attempt<B, Res, E>(
-        &mut self,
-        req: &Request<B>,
-        result: &mut Result<Response<Res>, E>,
-    ) -> Option<Pin<Box<Sleep>>>
-    where
-        C: Classify<Response<Res>, E>,
-        E: AsStdError,
-    {
-        self.attempts += 1;
-        let n = self.attempts;
-        match self.decide(n, req, result) {
-            Ok((delay, reason)) => {
-                self.previous = delay;
-                self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    attempt = n + 1,
-                    delay_ms = delay.as_millis() as u64,
-                    reason,
-                    "retrying request"
-                );
-                Some(Box::pin(tokio::time::sleep(delay)))
-            }
-            Err(why) => {
-                if n > 1 {
-                    tracing::debug!(attempts = n, why, "not retrying");
-                }
-                if let (Ok(res), true) = (result, n > 1) {
-                    res.extensions_mut().insert(Attempts(n));
-                }
-                None
-            }
-        }
-    }
-
-    /// The copy of `req` for the next attempt, if it may have one.
-    ///
-    /// Inlined so that the copy is built where it is kept, not built and
-    /// then moved there.
-    #[inline(always)]
-    fn copy_request<B>(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        let config = &self.shared.config;
-        if config.max_attempts <= 1 {
-            return None;
-        }
-        if self.attempts == 0 && self.started.is_none() {
-            // A body is only worth keeping for a request that may be sent
-            // again; an empty one costs nothing, and whether its request may
-            // be repeated is asked only if its answer could be retried.
-            if !req.body().is_empty()
-                && !repeatable(config, req.method(), req.headers(), req.extensions())
-            {
-                return None;
-            }
-            if config.deadline.is_some() {
-                self.started = Some(Instant::now());
-            }
-        }
-        let body = req.body().try_clone()?;
-        let mut copy = Request::new(body);
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        // `Request::new`'s header map is `HeaderMap::new()`, which owns no
-        // memory: it is forgotten rather than run through its drop code.
-        let empty = std::mem::replace(copy.headers_mut(), req.headers().clone());
-        if empty.capacity() == 0 {
-            std::mem::forget(empty);
-        }
-        *copy.extensions_mut() = req.extensions().clone();
-        Some(copy)
-    }
-}
-
-impl<C, B, Res, E> tower::retry::Policy<Request<ReplayBody<B>>, Response<Res>, E> for RetryPolicy<C>
-where
-    C: Classify<Response<Res>, E>,
-    E: AsStdError,
-{
-    /// Boxed: a `Sleep` is large, and tower keeps the policy's future
-    /// inside every response future, retried or not; the box is only made
-    /// for a retry.
-    type Future = Pin<Box<Sleep>>;
-
-    fn retry(
-        &mut self,
-        req: &mut Request<ReplayBody<B>>,
-        result: &mut Result<Response<Res>, E>,
-    ) -> Option<Self::Future> {
-        self.after_attempt(req, result)
-    }
-
-    fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        self.copy_request(req)
-    }
-}
-
-/// Retries failed requests; see the [module docs](self).
-///
-/// The attempts are run the way `tower::retry::Retry` runs them, with
-/// [`RetryPolicy`] deciding exactly as it does under tower's `Retry`, but by
-/// this service's own future: tower's clones the whole service, policy
-/// included, into every response future; this one holds one clone of the
-/// inner service and of the policy, and only for a request that may be
-/// retried. A request that never will be goes straight to the inner
-/// service.
-#[derive(Clone)]
-pub struct Retry<S, C = ServerErrorsAsFailures> {
-    inner: S,
-    policy: RetryPolicy<C>,
-}
-
-impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, C> Retry<S, C> {
-    define_inner_service_accessors!();
-}
-
-impl<S, C, B, Res> Service<Request<B>> for Retry<S, C>
-where
-    S: Service<Request<ReplayBody<B>>, Response = Response<Res>> + Clone,
-    S::Error: Into<BoxError> + AsStdError,
-    C: Classify<Response<Res>, S::Error> + Clone,
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<Res>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, C, B>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = &self.policy.shared.config;
-        if config.max_attempts > 1 {
-            self.policy.shared.budget.deposit();
-        }
-        // The request is looked at in place and re-wrapped with `map`, not
-        // taken apart: its head is a few hundred bytes, and every move of
-        // it is a copy.
-        let empty = req.body().is_end_stream();
-        let may_retry = config.max_attempts > 1
-            && (empty || repeatable(config, req.method(), req.headers(), req.extensions()))
-            && req.body().size_hint().lower() <= config.max_replay_body as u64;
-        if !may_retry {
-            // Never sent twice: straight to the inner service, without a
-            // policy, a copy or a read-ahead.
-            return ResponseFuture {
-                state: State::Called {
-                    future: self.inner.call(req.map(ReplayBody::passthrough)),
-                },
-                retry: None,
-            };
-        }
-        if empty {
-            let req = req.map(|_| ReplayBody::empty());
-            let mut policy = self.policy.clone();
-            let copy = policy.copy_request(&req);
-            // Built in place, in one expression: no `Option::map` and no
-            // local for the retry state, each of which moves it once more.
-            return ResponseFuture {
-                retry: if copy.is_some() {
-                    Some(Retrying {
-                        // Made ready again before it is called.
-                        service: self.inner.clone(),
-                        policy,
-                        request: copy,
-                    })
-                } else {
-                    None
-                },
-                state: State::Called {
-                    future: self.inner.call(req),
-                },
-            };
-        }
-        // Read the body ahead; the service made ready for this call goes
-        // with it, a clone stays.
-        let limit = config.max_replay_body;
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let (parts, body) = req.into_parts();
-        ResponseFuture {
-            state: State::Buffering {
-                buffer: ReplayBody::buffer(body, limit),
-            },
-            retry: Some(Retrying {
-                service: ready,
-                policy: self.policy.clone(),
-                // The head waits in the copy's place (the copy is made once
-                // the body is read), which keeps the future small.
-                request: Some(Request::from_parts(parts, ReplayBody::empty())),
-            }),
-        }
-    }
-}
-
-/// What a request that may be retried carries between attempts.
-struct Retrying<S, C, B> {
-    service: S,
-    policy: RetryPolicy<C>,
-    /// The copy for the next attempt (`None` when none can be made).
-    request: Option<Request<ReplayBody<B>>>,
-}
-
-pin_project! {
-    /// Response future of [`Retry`].
-    pub struct ResponseFuture<S, C, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
-        #[pin]
-        state: State<S::Future, B>,
-        retry: Option<Retrying<S, C, B>>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Buffering {
-            buffer: Buffer<B>,
-        },
-        Called {
-            #[pin]
-            future: F,
-        },
-        Waiting {
-            sleep: Pin<Box<Sleep>>,
-        },
-        Retrying,
-    }
-}
-
-impl<S, C, B> fmt::Debug for ResponseFuture<S, C, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, C, B, Res> Future for ResponseFuture<S, C, B>
-where
-    S: Service<Request<ReplayBody<B>>, Response = Response<Res>>,
-    S::Error: Into<BoxError> + AsStdError,
-    C: Classify<Response<Res>, S::Error>,
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Response<Res>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Buffering { buffer } => {
-                    let body = ready!(Pin::new(buffer).poll(cx)).map_err(Into::into)?;
-                    let retry = this.retry.as_mut().expect("set with the buffer");
-                    let head = retry.request.take().expect("set with the buffer");
-                    let req = head.map(|_| body);
-                    retry.request = retry.policy.copy_request(&req);
-                    // The service `call` made ready.
-                    let future = retry.service.call(req);
-                    this.state.set(State::Called { future });
-                }
-                StateProj::Called { future } => {
-                    let mut result = ready!(future.poll(cx));
-                    // As under tower's `Retry`: without a copy for the next
-                    // attempt, the answer is final.
-                    let Some(Retrying {
-                        policy,
-                        request: Some(copy),
-                        ..
-                    }) = this.retry.as_mut()
-                    else {
-                        return Poll::Ready(result.map_err(Into::into));
-                    };
-                    match policy.after_attempt(copy, &mut result) {
-                        Some(sleep) => this.state.set(State::Waiting { sleep }),
-                        None => return Poll::Ready(result.map_err(Into::into)),
-                    }
-                }
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Retrying);
-                }
-                StateProj::Retrying => {
-                    let retry = this.retry.as_mut().expect("only a retried request waits");
-                    ready!(retry.service.poll_ready(cx)).map_err(Into::into)?;
-                    let req = retry.request.take().expect("only a copied request waits");
-                    retry.request = retry.policy.copy_request(&req);
-                    let future = retry.service.call(req);
-                    this.state.set(State::Called { future });
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn jitter() -> impl Strategy<Value = Jitter> {
         prop_oneof![

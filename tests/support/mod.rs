@@ -261,7 +261,11 @@ impl Process {
 /// Starts the sidecar example listening on a free port and waits until it
 /// says where it listens (bounded: 60 s, for a cold debug build).
 pub fn start_sidecar(args: &[&str]) -> Process {
-    let mut child = Command::new(example_bin("sidecar"))
+    // Cargo builds the binary for integration tests when its features are on.
+    let Some(bin) = option_env!("CARGO_BIN_EXE_tower-shield-sidecar") else {
+        panic!("the sidecar binary is not built: run the tests with --features sidecar")
+    };
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())

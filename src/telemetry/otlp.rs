@@ -10,7 +10,7 @@
 //! global installation, for programs that build their own subscriber.
 //!
 //! ```no_run
-//! use tower_shield::context::otlp::{self, OtlpConfig, Protocol};
+//! use tower_shield::telemetry::otlp::{self, OtlpConfig, Protocol};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let _guard = otlp::init(
@@ -22,16 +22,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Metrics: the server layer records `http.server.request.duration` (a
-//! histogram in seconds, by `http.request.method` and
-//! `http.response.status_code`) once [`Telemetry::install_metrics`] (or
-//! [`init`]) has run; [`Telemetry::observe_breakers`] and
-//! [`Telemetry::observe_retries`] export the breaker and retry counters.
+//! Metrics: [`Telemetry::observe`] exports every counter of a
+//! [`Registry`] (the layers registered there, and any registered later);
+//! [`Telemetry::meter`] is the meter to hand to what records its own
+//! instruments, such as the server context layer's request-duration
+//! histogram (`context::Config::meter`).
 
-use super::{SpanId, TraceFlags, TraceId};
+use super::{Kind, Registry, Source};
 use opentelemetry::{
-    metrics::{Histogram, Meter, MeterProvider as _},
-    trace::{SpanContext, TraceContextExt, TraceState, TracerProvider as _},
+    metrics::{Meter, MeterProvider as _},
+    trace::TracerProvider as _,
     KeyValue,
 };
 use opentelemetry_otlp::WithExportConfig;
@@ -40,8 +40,8 @@ use opentelemetry_sdk::{
     trace::{SdkTracer, SdkTracerProvider},
     Resource,
 };
-use std::{fmt, sync::OnceLock, time::Duration};
-use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+use std::{fmt, sync::Arc, time::Duration};
+use tracing_opentelemetry::OpenTelemetryLayer;
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -232,69 +232,12 @@ impl Telemetry {
         self.meter_provider.meter(SCOPE)
     }
 
-    /// Makes the server layer record `http.server.request.duration` with
-    /// this meter provider. The first call in a process wins; later calls
-    /// return false.
-    pub fn install_metrics(&self) -> bool {
-        let histogram = self
-            .meter()
-            .f64_histogram("http.server.request.duration")
-            .with_unit("s")
-            .with_description("Duration of HTTP server requests.")
-            .build();
-        SERVER_DURATION.set(histogram).is_ok()
-    }
-
-    /// Exports the counters of these breakers: `shield.breaker.calls`,
-    /// `.failures`, `.slow_calls`, `.rejections` and `.opened` (the
-    /// transitions to open), by `breaker` (the key).
-    #[cfg(feature = "breaker")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
-    pub fn observe_breakers(&self, breakers: &crate::breaker::Breakers) {
-        type Pick = fn(&crate::breaker::Metrics) -> u64;
-        let counters: [(&'static str, Pick); 5] = [
-            ("shield.breaker.calls", |m| m.calls),
-            ("shield.breaker.failures", |m| m.failures),
-            ("shield.breaker.slow_calls", |m| m.slow_calls),
-            ("shield.breaker.rejections", |m| m.rejections),
-            ("shield.breaker.opened", |m| m.opened),
-        ];
+    /// Exports the counters of every source in `registry`, now and as
+    /// they are registered, as OpenTelemetry observable counters and gauges
+    /// read at each export.
+    pub fn observe(&self, registry: &Registry) {
         let meter = self.meter();
-        for (name, pick) in counters {
-            let breakers = breakers.clone();
-            meter
-                .u64_observable_counter(name)
-                .with_callback(move |observer| {
-                    for b in breakers.all() {
-                        observer.observe(
-                            pick(&b.metrics()),
-                            &[KeyValue::new("breaker", b.name().to_owned())],
-                        );
-                    }
-                })
-                .build();
-        }
-    }
-
-    /// Exports the counters of this retry layer: `shield.retry.retries` and
-    /// `shield.retry.budget_exhausted`.
-    #[cfg(feature = "retry")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
-    pub fn observe_retries<C>(&self, layer: &crate::retry::RetryLayer<C>)
-    where
-        C: Clone + Send + Sync + 'static,
-    {
-        let meter = self.meter();
-        let l = layer.clone();
-        meter
-            .u64_observable_counter("shield.retry.retries")
-            .with_callback(move |o| o.observe(l.metrics().retries, &[]))
-            .build();
-        let l = layer.clone();
-        meter
-            .u64_observable_counter("shield.retry.budget_exhausted")
-            .with_callback(move |o| o.observe(l.metrics().budget_exhausted, &[]))
-            .build();
+        registry.on_register(move |source| observe_source(&meter, source));
     }
 
     /// Exports everything buffered now.
@@ -345,8 +288,9 @@ impl Drop for TelemetryGuard {
 
 /// The one-call setup: builds [`Telemetry`], installs it with a `fmt`
 /// logger (INFO and above) as the global `tracing` subscriber and as the
-/// global OpenTelemetry meter provider, turns on the server duration
-/// histogram, and returns the guard that flushes on shutdown.
+/// global OpenTelemetry meter provider, and returns the guard that flushes
+/// on shutdown. Pass [`Telemetry::meter`] to the layers that record
+/// instruments of their own, and [`Telemetry::observe`] a [`Registry`].
 ///
 /// Fails when a global subscriber is already installed.
 pub fn init(config: &OtlpConfig) -> Result<TelemetryGuard, OtlpError> {
@@ -362,60 +306,40 @@ pub fn init(config: &OtlpConfig) -> Result<TelemetryGuard, OtlpError> {
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| err("installing the tracing subscriber", e))?;
     opentelemetry::global::set_meter_provider(telemetry.meter_provider.clone());
-    telemetry.install_metrics();
     Ok(TelemetryGuard { telemetry })
 }
 
-static SERVER_DURATION: OnceLock<Histogram<f64>> = OnceLock::new();
-
-/// Whether the server layer should time requests.
-pub(super) fn metrics_on() -> bool {
-    SERVER_DURATION.get().is_some()
-}
-
-pub(super) fn record_server_duration(method: &http::Method, status: Option<u16>, seconds: f64) {
-    if let Some(h) = SERVER_DURATION.get() {
-        let attrs = [
-            KeyValue::new("http.request.method", method.as_str().to_owned()),
-            KeyValue::new("http.response.status_code", i64::from(status.unwrap_or(0))),
-        ];
-        let n = if status.is_some() { 2 } else { 1 };
-        h.record(seconds, &attrs[..n]);
+/// One observable instrument per instrument of `source`, each reading the
+/// source at export time and keeping its own values.
+fn observe_source(meter: &Meter, source: &Arc<dyn Source>) {
+    for (index, instrument) in source.instruments().iter().enumerate() {
+        let source = source.clone();
+        let read = move |observe: &mut dyn FnMut(u64, &[KeyValue])| {
+            source.observe(&mut |i, value, attributes| {
+                if i == index {
+                    let attributes: Vec<KeyValue> = attributes
+                        .iter()
+                        .map(|&(k, v)| KeyValue::new(k, v.to_owned()))
+                        .collect();
+                    observe(value, &attributes);
+                }
+            });
+        };
+        match instrument.kind {
+            Kind::Counter => {
+                meter
+                    .u64_observable_counter(instrument.name)
+                    .with_description(instrument.description)
+                    .with_callback(move |o| read(&mut |v, a| o.observe(v, a)))
+                    .build();
+            }
+            Kind::Gauge => {
+                meter
+                    .u64_observable_gauge(instrument.name)
+                    .with_description(instrument.description)
+                    .with_callback(move |o| read(&mut |v, a| o.observe(v, a)))
+                    .build();
+            }
+        }
     }
-}
-
-/// Links `span` into the OpenTelemetry trace of `trace_id` (under
-/// `parent`, when given) and returns the IDs OpenTelemetry gave it: the
-/// span ID, and the trace ID (which differs from `trace_id` only for a new
-/// trace without a parent, where OpenTelemetry's own ID is taken). `None`
-/// when no OpenTelemetry layer records the span.
-pub(super) fn link(
-    span: &tracing::Span,
-    trace_id: TraceId,
-    parent: Option<(SpanId, TraceFlags, bool)>,
-) -> Option<(TraceId, SpanId)> {
-    if span.is_disabled() {
-        return None;
-    }
-    if let Some((parent_id, flags, remote)) = parent {
-        let sc = SpanContext::new(
-            opentelemetry::trace::TraceId::from_bytes(trace_id.to_bytes()),
-            opentelemetry::trace::SpanId::from_bytes(parent_id.to_bytes()),
-            opentelemetry::trace::TraceFlags::new(flags.bits() & 0x01),
-            remote,
-            TraceState::default(),
-        );
-        // Fails only when no OpenTelemetry layer is installed.
-        span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc))
-            .ok()?;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if !sc.is_valid() {
-        return None;
-    }
-    Some((
-        TraceId::from_bytes(sc.trace_id().to_bytes())?,
-        SpanId::from_bytes(sc.span_id().to_bytes())?,
-    ))
 }

@@ -1,8 +1,8 @@
 //! A reverse-proxy sidecar built only from tower-shield's layers.
 //!
 //! ```text
-//! cargo run --release --example sidecar -- --config sidecar.toml
-//! cargo run --release --example sidecar -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000
+//! tower-shield-sidecar --config sidecar.toml
+//! tower-shield-sidecar --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000
 //! ```
 //!
 //! Flags override the file. It forwards every method, path, query, header
@@ -46,7 +46,7 @@ use tower_shield::{
     context::ServerContextLayer,
     proxy::{ClientAddr, ProxyBody, ReverseProxyLayer},
     retry::RetryLayer,
-    stack::ClientStack,
+    stack::{ClientStack, ConfiguredClientStack},
     BoxError, ServiceBuilderExt,
 };
 
@@ -431,7 +431,7 @@ struct App {
     context: ServerContextLayer,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
-    stack: ClientStack,
+    stack: ConfiguredClientStack,
     report: Arc<Report>,
 }
 
@@ -440,7 +440,7 @@ struct App {
 /// [`App::service`] puts around it for each connection.
 fn app(
     config: &Config,
-    stack: &ClientStack,
+    stack: &ConfiguredClientStack,
     retry: &RetryLayer,
     upstream: &str,
 ) -> Result<App, BoxError> {
@@ -483,7 +483,7 @@ impl App {
             .layer(self.context.clone())
             .error_responses()
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
-            .retries(self.retry.clone())
+            .layer(self.retry.clone())
             .client_stack(self.stack.clone())
             .service(self.client.clone());
         Health {
@@ -683,16 +683,19 @@ fn run(config: Config) -> Result<(), BoxError> {
     let stack = ClientStack::from_config(&config)?;
     // Likewise one retry budget for all workers. Without `[retry]`, one
     // attempt: the layer then passes requests through untouched.
-    let retry = match &config.retry {
-        Some(section) => section.layer()?,
+    let retry = match config.retry_layer()? {
+        Some(layer) => layer,
         None => RetryLayer::new(tower_shield::retry::Config::default().max_attempts(1))?,
     };
+    // Every layer's counters, for the OTLP export.
+    let registry = tower_shield::telemetry::Registry::new();
+    if let Some(breakers) = stack.breakers() {
+        registry.register(breakers);
+    }
+    registry.register(retry.clone());
     #[cfg(feature = "otlp")]
     if let Some(guard) = &_telemetry {
-        if let Some(breakers) = stack.breakers() {
-            guard.telemetry().observe_breakers(&breakers);
-        }
-        guard.telemetry().observe_retries(&retry);
+        guard.telemetry().observe(&registry);
     }
     // Without `[retry]` and `[context]` the workers serve the stack without
     // those layers (see `App::plain_service`).
@@ -741,7 +744,7 @@ fn run(config: Config) -> Result<(), BoxError> {
 fn telemetry(
     config: &Config,
     rt: &tokio::runtime::Runtime,
-) -> Result<Option<tower_shield::context::otlp::TelemetryGuard>, BoxError> {
+) -> Result<Option<tower_shield::telemetry::otlp::TelemetryGuard>, BoxError> {
     let Some(otlp) = config
         .context
         .as_ref()
@@ -753,7 +756,7 @@ fn telemetry(
     };
     // The gRPC exporter needs a runtime to start its connection task.
     let _enter = rt.enter();
-    let guard = tower_shield::context::otlp::init(&otlp)?;
+    let guard = tower_shield::telemetry::otlp::init(&otlp)?;
     eprintln!("sidecar: exporting spans and metrics over OTLP");
     Ok(Some(guard))
 }
@@ -770,7 +773,7 @@ fn telemetry(
     {
         return Err(
             "context.otlp_endpoint: this sidecar was built without the `otlp` feature \
-                    (cargo run --example sidecar --features otlp)"
+                    (cargo install tower-shield --features sidecar,otlp)"
                 .into(),
         );
     }
