@@ -668,6 +668,40 @@ mod tests {
         let reset: Result<Response<()>, BoxError> =
             Err(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)));
         assert_eq!(make.make_classify(&post).classify(&reset), Class::Failure);
+        // The one rule: the `Repeatable` extension counts here as in retry.
+        let mut marked = Request::post("/").body(()).unwrap();
+        marked.extensions_mut().insert(Repeatable);
+        assert_eq!(
+            make.make_classify(&marked).classify(&status(503)),
+            Class::Retryable
+        );
+    }
+
+    #[test]
+    fn one_idempotency_rule() {
+        let req = |method: Method| Request::builder().method(method).body(()).unwrap();
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_repeatable(&req(method.clone()), false), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_repeatable(&req(method.clone()), false), "{method}");
+            assert!(is_repeatable(&req(method.clone()), true), "{method}");
+            let mut keyed = req(method.clone());
+            keyed
+                .headers_mut()
+                .insert(IDEMPOTENCY_KEY, "k".parse().unwrap());
+            assert!(is_repeatable(&keyed, false), "{method}");
+            let mut marked = req(method.clone());
+            marked.extensions_mut().insert(Repeatable);
+            assert!(is_repeatable(&marked, false), "{method}");
+        }
     }
 
     #[test]

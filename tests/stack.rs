@@ -270,3 +270,119 @@ async fn reverse_proxy_layer_over_a_real_client_and_upstream() {
         .oneshot(Request::new(Full::default()));
     assert_eq!(res.await.unwrap().status(), StatusCode::BAD_GATEWAY);
 }
+
+/// The stacks take any breaker key and any classifier: one breaker per
+/// upstream (`by_authority`) under a classifier that calls 404 a failure, on
+/// two real servers: the failing one is cut off, the other is not.
+#[cfg(feature = "breaker")]
+#[tokio::test]
+async fn client_stack_takes_any_key_and_classifier() {
+    use tower_shield::{
+        breaker::{self, CircuitBreakerLayer, Open},
+        classify::{self, ClassifyExt},
+    };
+    let (bad, good) = (serve(upstream()).await, serve(upstream()).await);
+    let not_found_fails = ServerErrorsAsFailures::new().or(classify::from_fn(
+        |result: &Result<Response<hyper::body::Incoming>, BoxError>| match result {
+            Ok(res) if res.status() == StatusCode::NOT_FOUND => Class::Failure,
+            _ => Class::Success,
+        },
+    ));
+    let layer = CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(2))
+        .unwrap()
+        .by_authority()
+        .classifier(not_found_fails);
+    let stack = ClientStack::new().circuit_breaker(layer);
+    let breakers = stack.breakers().unwrap();
+    let client = ServiceBuilder::new()
+        .client_stack(stack)
+        .service(hyper_client::<Empty<Bytes>>());
+    let get = |addr: std::net::SocketAddr, path: &str| {
+        client.clone().oneshot(
+            Request::get(format!("http://{addr}{path}"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+    };
+    for _ in 0..2 {
+        let res = get(bad, "/status/404").await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    let err = get(bad, "/echo").await.unwrap_err();
+    assert!(err.is::<Open>(), "{err}");
+    assert_eq!(get(good, "/echo").await.unwrap().status(), StatusCode::OK);
+    let mut keys = breakers.keys();
+    keys.sort();
+    let mut expected = vec![format!("http://{bad}"), format!("http://{good}")];
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+/// A server stack with a keyed breaker and a custom classifier sheds load
+/// with 503 for the failing route only.
+#[cfg(feature = "breaker")]
+#[tokio::test]
+async fn server_stack_takes_any_key_and_classifier() {
+    use tower_shield::{
+        breaker::{self, CircuitBreakerLayer, KeyBy},
+        classify::{Class, StatusInRange},
+    };
+    let layer = CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(1))
+        .unwrap()
+        .keyed_by(KeyBy::Route)
+        .classifier(StatusInRange::new(418..=418, Class::Failure));
+    let app = Router::new()
+        .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
+        .route("/fine", get(|| async { "fine" }))
+        .layer(ServerStack::new().circuit_breaker(layer));
+    let addr = serve(app).await;
+    assert_eq!(get_status(addr, "/teapot").await.0, StatusCode::IM_A_TEAPOT);
+    assert_eq!(
+        get_status(addr, "/teapot").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get_status(addr, "/fine").await.0, StatusCode::OK);
+}
+
+/// Retry goes straight over a bare hyper-util client, whose error type has
+/// no `AsStdError`: no `map_err` is needed, and a 503 then a 200 from a
+/// real server is one successful call.
+#[cfg(feature = "retry")]
+#[tokio::test(start_paused = true)]
+async fn retry_wraps_a_bare_hyper_client() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    use tower_shield::{
+        body::ReplayBody,
+        retry::{self, Attempts},
+    };
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let client = ServiceBuilder::new()
+        .retries(retry::Config::default().base_delay(Duration::from_millis(1)))
+        .unwrap()
+        .service(hyper_client::<ReplayBody<Empty<Bytes>>>());
+    let req = Request::get(format!("http://{addr}/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(Attempts::of(&res), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
