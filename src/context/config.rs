@@ -44,20 +44,13 @@ pub struct Config {
     pub(crate) service_name: Option<HeaderValue>,
     pub(crate) service_version: Option<HeaderValue>,
     pub(crate) traceresponse: bool,
-    /// Every header name the server layer reads, in the order
-    /// [`Scanned`](super::Scanned) numbers them, and a bit per name length
-    /// under 64: one pass over a request's headers finds which are there.
-    pub(crate) names: Vec<HeaderName>,
-    /// For each name length (63 for 63 and longer), the indices in `names`
-    /// of that length, as bits.
-    pub(crate) by_len: Box<[u64; 64]>,
     /// `http.server.request.duration`, when a meter was given.
     #[cfg(feature = "otlp")]
     pub(crate) duration: Option<opentelemetry::metrics::Histogram<f64>>,
 }
 
 /// The most header names a configuration reads (IDs, aliases and carried
-/// headers together, beside the three W3C and two identity headers).
+/// headers together, beside the three W3C headers).
 pub const MAX_NAMES: usize = 59;
 
 impl fmt::Debug for Config {
@@ -130,37 +123,18 @@ impl Config {
             service_name: None,
             service_version: None,
             traceresponse: false,
-            names: Vec::new(),
-            by_len: Box::new([0; 64]),
             #[cfg(feature = "otlp")]
             duration: None,
         }
-        .reindexed()
     }
 
-    /// The three W3C headers, the request-ID names, the correlation-ID
-    /// names, then the carried headers.
-    fn reindexed(mut self) -> Self {
-        let mut names = vec![super::TRACEPARENT, super::TRACESTATE, super::BAGGAGE];
-        names.push(self.request_id.clone());
-        names.extend(self.request_id_aliases.iter().cloned());
-        names.push(self.correlation_id.clone());
-        names.extend(self.correlation_id_aliases.iter().cloned());
-        names.extend(self.propagate.iter().cloned());
-        // Read only from outgoing requests, to know whether to remove them.
-        names.push(SERVICE_NAME);
-        names.push(SERVICE_VERSION);
-        let mut by_len = [0u64; 64];
-        for (i, n) in names.iter().enumerate().take(64) {
-            by_len[n.as_str().len().min(63)] |= 1 << i;
-        }
-        *self.by_len = by_len;
-        self.names = names;
-        self
-    }
-
+    /// Each name is looked up in every request: their number is bounded.
     fn check_count(self, field: &'static str, value: &str) -> Result<Self, InvalidHeader> {
-        if self.names.len() > MAX_NAMES + 5 {
+        let names = 2
+            + self.request_id_aliases.len()
+            + self.correlation_id_aliases.len()
+            + self.propagate.len();
+        if names > MAX_NAMES {
             return Err(InvalidHeader {
                 field,
                 value: format!("{value} (more than {MAX_NAMES} ID and carried headers)"),
@@ -181,7 +155,7 @@ impl Config {
     /// The request-ID header (default `x-request-id`).
     pub fn request_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.request_id = name("request_id_header", header)?;
-        Ok(self.reindexed())
+        Ok(self)
     }
 
     /// Another header a request ID is read from when the main one is
@@ -190,13 +164,13 @@ impl Config {
     pub fn request_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.request_id_aliases
             .push(name("request_id_aliases", header)?);
-        self.reindexed().check_count("request_id_aliases", header)
+        self.check_count("request_id_aliases", header)
     }
 
     /// The correlation-ID header (default `x-correlation-id`).
     pub fn correlation_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.correlation_id = name("correlation_id_header", header)?;
-        Ok(self.reindexed())
+        Ok(self)
     }
 
     /// Another header a correlation ID is read from, as for
@@ -204,8 +178,7 @@ impl Config {
     pub fn correlation_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.correlation_id_aliases
             .push(name("correlation_id_aliases", header)?);
-        self.reindexed()
-            .check_count("correlation_id_aliases", header)
+        self.check_count("correlation_id_aliases", header)
     }
 
     /// A plain header carried from the inbound request to every outgoing
@@ -216,8 +189,7 @@ impl Config {
         if !self.propagate.contains(&header) {
             self.propagate.push(header.clone());
         }
-        self.reindexed()
-            .check_count("propagate_headers", header.as_str())
+        self.check_count("propagate_headers", header.as_str())
     }
 
     /// The calling service's name and version, sent on outgoing requests as

@@ -1,5 +1,8 @@
+use super::id::{visible_ascii, V7State};
 use super::*;
+use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -521,7 +524,7 @@ proptest! {
         bytes in proptest::collection::vec(prop_oneof![20 => 0x21u8..=0x7e, 1 => any::<u8>(), 1 => Just(0x20u8), 1 => Just(0x7fu8)], 0..40)
     ) {
         prop_assert_eq!(
-            super::visible_ascii(&bytes),
+            visible_ascii(&bytes),
             bytes.iter().all(|&c| (0x21..=0x7e).contains(&c))
         );
     }

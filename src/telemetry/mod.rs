@@ -8,7 +8,7 @@
 //! without touching them.
 //!
 //! ```
-//! use tower_shield::telemetry::{Instrument, Kind, Registry, Source};
+//! use tower_shield::telemetry::{Instrument, Kind, Record, Registry, Source};
 //! use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
 //!
 //! #[derive(Default)]
