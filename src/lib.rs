@@ -6,53 +6,57 @@
 //! and a hyper-util or reqwest client on the way out, and stacks with the
 //! rest of the tower ecosystem through [`tower::ServiceBuilder`].
 //!
-//! # Overview
+//! # The order of the layers
 //!
-//! | module | what it does | feature |
-//! |---|---|---|
-//! | [`classify`] | the one place that decides if a call succeeded | always |
-//! | [`body`] | bounded buffering so bodies can be replayed or cached | always |
-//! | [`error`] | typed errors to HTTP responses (`HandleErrorLayer`) | always |
-//! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
-//! | `breaker` | circuit breakers, single or per upstream | `breaker` (default) |
-//! | `retry` | retries with backoff, jitter, a budget and body replay | `retry` (default) |
-//! | `context` | W3C trace context, request and correlation IDs, spans, OTLP | `context` (default), `otlp` |
-//! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
-//! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` (default) |
-//! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
+//! On the way **in** (a server), outermost first: **context** (every
+//! request gets its trace, IDs and span, so even an error answer carries
+//! them), **error responses** (every failure below becomes a 5xx with
+//! `Retry-After` when it says when), **circuit breaker** (sheds load with
+//! 503 while the handler is failing), **timeout** (504), then the router.
+//! [`ServerStack`](stack::ServerStack) is exactly that.
 //!
-//! Caching and service auth are being added module by module; see the
-//! README for their status.
+//! On the way **out** (a client), outermost first: **retry** (each retry
+//! goes through everything below it), **context** (each attempt is a client
+//! span of its own, with its own `traceparent`), **circuit breaker** (every
+//! attempt counts; an open breaker fails a retry fast), **timeout** (per
+//! attempt, so a hung attempt reaches the breaker as a failure), then the
+//! client. [`ClientStack`](stack::ClientStack) is the part below the retry
+//! layer, which stays outside because it changes the body type the client
+//! sees (to [`body::ReplayBody`]).
 //!
-//! # Server example
-//!
-//! An axum router behind the server stack. The stack's service never fails
-//! (errors become 5xx responses), so it goes straight into `Router::layer`:
+//! # A server: an axum router with every layer on the way in
 //!
 //! ```
 //! use axum::{routing::get, Router};
 //! use std::time::Duration;
-//! use tower_shield::stack::ServerStack;
+//! use tower_shield::{breaker, context, stack::ServerStack};
 //!
+//! # fn main() -> Result<(), tower_shield::BoxError> {
+//! let stack = ServerStack::new()
+//!     .context(context::Config::new().service("orders", "1.0.0"))
+//!     .circuit_breaker(breaker::CircuitBreakerLayer::new(
+//!         breaker::Config::default().failure_rate(50.0).window_calls(100),
+//!     )?)
+//!     .timeout(Duration::from_secs(2));
 //! let app: Router = Router::new()
-//!     .route("/hello", get(|| async { "hello" }))
-//!     .layer(ServerStack::new().timeout(Duration::from_secs(2)));
+//!     .route("/orders", get(|| async { "[]" }))
+//!     // The stack never fails: its errors are responses already.
+//!     .layer(stack);
 //! # let _ = app;
+//! # Ok(())
+//! # }
 //! ```
 //!
-//! # Client example
-//!
-//! A hyper-util client behind the client stack, talking to a server on
-//! 127.0.0.1:
+//! # A client: hyper-util with every layer on the way out
 //!
 //! ```
-//! use http::Request;
-//! use http_body_util::{BodyExt, Empty};
 //! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::{BodyExt, Full};
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_shield::{stack::ClientStack, ServiceBuilderExt};
+//! use tower_shield::{body::ReplayBody, breaker, context, retry, stack::ClientStack, ServiceBuilderExt};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), tower_shield::BoxError> {
@@ -60,29 +64,89 @@
 //! # let addr = listener.local_addr()?;
 //! # let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
 //! # tokio::spawn(async move { axum::serve(listener, app).await });
-//! let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let stack = ClientStack::new()
+//!     .context(context::Config::new().service("checkout", "1.0.0"))
+//!     .circuit_breaker(breaker::CircuitBreakerLayer::new(breaker::Config::default())?.by_authority())
+//!     .timeout(Duration::from_secs(2));
 //! let client = ServiceBuilder::new()
-//!     .client_stack(ClientStack::new().timeout(Duration::from_secs(2)))
-//!     .service(hyper_client);
+//!     .retries(retry::Config::default().max_attempts(3))?
+//!     .client_stack(stack)
+//!     .service(Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>());
 //!
-//! let req = Request::get(format!("http://{addr}/")).body(Empty::new())?;
+//! let req = Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new()))?;
 //! let res = client.oneshot(req).await?;
 //! assert_eq!(res.into_body().collect().await?.to_bytes(), "hi");
 //! # Ok(())
 //! # }
 //! ```
 //!
+//! # A client: reqwest with every layer on the way out
+//!
+//! With the `reqwest` feature, [`reqwest::ReqwestService`](crate::reqwest)
+//! makes a `reqwest::Client` the inner service of the same stack:
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")]
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), tower_shield::BoxError> {
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::Full;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_shield::{breaker, context, reqwest::ReqwestService, retry, stack::ClientStack, ServiceBuilderExt};
+//!
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! let client = ServiceBuilder::new()
+//!     .retries(retry::Config::default())?
+//!     .client_stack(
+//!         ClientStack::new()
+//!             .context(context::Config::new().service("checkout", "1.0.0"))
+//!             .circuit_breaker(breaker::CircuitBreakerLayer::new(breaker::Config::default())?.by_authority())
+//!             .timeout(Duration::from_secs(2)),
+//!     )
+//!     .service(ReqwestService::new(reqwest::Client::new()));
+//! let req = Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new()))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "reqwest"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Modules
+//!
+//! The layers are siblings that never import each other. They stand on the
+//! shared vocabulary ([`classify`], [`error`], [`body`]) and publish their
+//! counters to [`telemetry`]; only [`stack`], `config`, the
+//! [`ServiceBuilderExt`] methods and the sidecar program know every layer.
+//!
+//! | module | what it does | feature |
+//! |---|---|---|
+//! | [`classify`] | the one place that decides if a call succeeded, and the one idempotency rule | always |
+//! | [`error`] | the shared error vocabulary ([`error::Fault`]) and errors to HTTP responses | always |
+//! | [`body`] | bounded buffering so bodies can be replayed or cached | always |
+//! | [`telemetry`] | the registry layers publish their counters to; OTLP export (`otlp`) | always |
+//! | `breaker` | circuit breakers, single or per key | `breaker` (default) |
+//! | `retry` | retries with backoff, jitter, a budget and body replay | `retry` (default) |
+//! | `context` | W3C trace context, request and correlation IDs, spans | `context` (default) |
+//! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
+//! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
+//! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` |
+//! | `reqwest` | a `reqwest::Client` as the inner service of a stack | `reqwest` |
+//!
 //! # Feature flags
 //!
-//! - `config` (default): [`config::Config`], read from TOML, and
-//!   `from_config` on the stacks.
-//! - `breaker` (default): `breaker::CircuitBreakerLayer`.
-//! - `retry` (default): `retry::RetryLayer`.
-//! - `context` (default): `context::ServerContextLayer` and
-//!   `context::ClientContextLayer` (W3C trace context, request and
-//!   correlation IDs, baggage, spans).
-//! - `otlp`: `context::otlp`, OpenTelemetry export over OTLP.
+//! - `breaker`, `retry`, `context` (default): the layers.
+//! - `config`: `config::Config`, read from TOML, `from_config` on the stacks,
+//!   and serde for each layer's own `Config`.
+//! - `otlp`: `telemetry::otlp`, OpenTelemetry export over OTLP.
 //! - `reqwest`: `reqwest::ReqwestService`.
+//! - `sidecar`: the `tower-shield-sidecar` program.
 //! - `full`: all of the above.
 //!
 //! [tower]: https://docs.rs/tower
@@ -125,4 +189,9 @@ mod striped;
 pub mod telemetry;
 
 pub use builder::ServiceBuilderExt;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use error::BoxError;
