@@ -13,7 +13,7 @@ use tower::{layer::util::Stack, ServiceBuilder};
 ///
 /// tower's own `ServiceBuilder::retry` (which takes a bare policy) would
 /// shadow a method named `retry`, so retries are added with
-/// [`retries`](Self::retries).
+/// `retries`.
 ///
 /// ```
 /// use std::time::Duration;

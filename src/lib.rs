@@ -82,7 +82,7 @@
 //!
 //! # A client: reqwest with every layer on the way out
 //!
-//! With the `reqwest` feature, [`reqwest::ReqwestService`](crate::reqwest)
+//! With the `reqwest` feature, `reqwest::ReqwestService`
 //! makes a `reqwest::Client` the inner service of the same stack:
 //!
 //! ```

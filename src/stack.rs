@@ -3,7 +3,7 @@
 //! [`ClientStack`] is what to put in front of an outgoing HTTP client;
 //! [`ServerStack`] is what to put around an axum router or any HTTP
 //! service. Each is a [`Layer`] built in code or from the
-//! [`Config`](crate::config::Config) the sidecar reads, and each is plain
+//! `config::Config` the sidecar reads, and each is plain
 //! composition of the crate's layers and tower's own parts
 //! ([`tower::timeout::Timeout`], and [`tower::util::Either`] for the
 //! sections of a configuration file, which may be absent): a stack without
@@ -24,7 +24,7 @@
 //! opens the breaker just as one that fails does.
 //!
 //! Retries go outside the client stack, with
-//! [`ServiceBuilderExt::retries`](crate::ServiceBuilderExt::retries):
+//! `ServiceBuilderExt::retries`:
 //! `retry → breaker → timeout → client`, so that the timeout is per attempt,
 //! every attempt counts in the breaker, and an open breaker fails a retry
 //! fast. The retry layer is not inside `ClientStack` itself because it

@@ -9,7 +9,7 @@
 //! is synchronous: reading a request body ahead, up to a limit, so that it
 //! can be sent again. (`RetryPolicy` can also be used with
 //! `tower::retry::Retry` directly, over requests whose bodies are already
-//! [`ReplayBody`]s.)
+//! [`ReplayBody`](crate::body::ReplayBody)s.)
 //!
 //! # What is retried
 //!
