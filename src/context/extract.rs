@@ -1,5 +1,5 @@
-//! Reading an inbound request's context from its headers: each header
-//! looked up by name, validated as its specification says.
+//! Reading an inbound request's context from its headers, each validated
+//! as its specification says.
 
 use super::{
     config::MAX_PROPAGATED_LEN, cx::Inner, id::valid_id, new_request_id, parse_tracestate, Baggage,
@@ -8,22 +8,66 @@ use super::{
 use http::{header::HeaderName, HeaderMap, HeaderValue};
 use std::sync::Arc;
 
-/// The value of `name` when the request carries it exactly once: a header
-/// sent twice is ambiguous and is ignored.
+/// How often a request carries one header name.
+#[derive(Debug, Clone, Copy)]
+enum Seen<'a> {
+    Absent,
+    Once(&'a HeaderValue),
+    /// Sent more than once: ambiguous, so ignored.
+    Repeated,
+}
+
+impl<'a> Seen<'a> {
+    fn single(self) -> Option<&'a HeaderValue> {
+        match self {
+            Seen::Once(value) => Some(value),
+            Seen::Absent | Seen::Repeated => None,
+        }
+    }
+
+    fn present(self) -> bool {
+        !matches!(self, Seen::Absent)
+    }
+}
+
+/// How often the request carries each of `names`, in one pass over its
+/// headers. The names every request is read for go through here: a request
+/// has a handful of headers, and comparing their names costs far less than
+/// one hashed lookup per name (BENCHMARKS.md).
+fn scan<'a, const N: usize>(headers: &'a HeaderMap, names: [&HeaderName; N]) -> [Seen<'a>; N] {
+    let mut seen = [Seen::Absent; N];
+    for (name, value) in headers {
+        if let Some(i) = names.iter().position(|&wanted| wanted == name) {
+            seen[i] = match seen[i] {
+                Seen::Absent => Seen::Once(value),
+                Seen::Once(_) | Seen::Repeated => Seen::Repeated,
+            };
+        }
+    }
+    seen
+}
+
+/// The value of `name` when the request carries it exactly once: for the
+/// names only some configurations read (aliases, carried headers).
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     values.next().is_none().then_some(first)
 }
 
-/// The first of `names` the request carries once with a usable ID.
-fn first_valid_id<'n>(
+/// The main ID header's value if usable, else the first alias's.
+fn first_valid_id(
     headers: &HeaderMap,
-    names: impl IntoIterator<Item = &'n HeaderName>,
+    main: Seen<'_>,
+    aliases: &[HeaderName],
 ) -> Option<HeaderValue> {
-    names
-        .into_iter()
-        .find_map(|name| single(headers, name).filter(|v| valid_id(v)))
+    main.single()
+        .filter(|v| valid_id(v))
+        .or_else(|| {
+            aliases
+                .iter()
+                .find_map(|name| single(headers, name).filter(|v| valid_id(v)))
+        })
         .cloned()
 }
 
@@ -38,10 +82,17 @@ fn plain_value(v: &HeaderValue) -> bool {
 /// span, flags and `tracestate` (read only with a valid `traceparent`, and
 /// dropped whole when invalid, as the Recommendation says). A new trace
 /// when it is absent, repeated or invalid.
-fn read_trace(headers: &HeaderMap) -> (TraceId, Option<SpanId>, TraceFlags, Option<HeaderValue>) {
-    match single(headers, &TRACEPARENT).and_then(|v| TraceParent::parse(v.as_bytes()).ok()) {
+fn read_trace(
+    headers: &HeaderMap,
+    traceparent: Seen<'_>,
+    tracestate: Seen<'_>,
+) -> (TraceId, Option<SpanId>, TraceFlags, Option<HeaderValue>) {
+    match traceparent
+        .single()
+        .and_then(|v| TraceParent::parse(v.as_bytes()).ok())
+    {
         Some(p) => {
-            let tracestate = if headers.contains_key(TRACESTATE) {
+            let tracestate = if tracestate.present() {
                 parse_tracestate(headers.get_all(TRACESTATE)).ok().flatten()
             } else {
                 None
@@ -54,17 +105,16 @@ fn read_trace(headers: &HeaderMap) -> (TraceId, Option<SpanId>, TraceFlags, Opti
 
 /// The request and correlation IDs: the caller's when trusted and valid,
 /// new ones otherwise (the correlation ID defaults to the request ID).
-fn read_ids(headers: &HeaderMap, config: &Config) -> (HeaderValue, HeaderValue) {
+fn read_ids(
+    headers: &HeaderMap,
+    config: &Config,
+    request_id: Seen<'_>,
+    correlation_id: Seen<'_>,
+) -> (HeaderValue, HeaderValue) {
     let (request_id, correlation_id) = if config.trust_incoming_ids {
         (
-            first_valid_id(
-                headers,
-                std::iter::once(&config.request_id).chain(&config.request_id_aliases),
-            ),
-            first_valid_id(
-                headers,
-                std::iter::once(&config.correlation_id).chain(&config.correlation_id_aliases),
-            ),
+            first_valid_id(headers, request_id, &config.request_id_aliases),
+            first_valid_id(headers, correlation_id, &config.correlation_id_aliases),
         )
     } else {
         (None, None)
@@ -108,13 +158,23 @@ impl Context {
     /// assert_eq!(cx.request_id().len(), 36); // a new UUID v7
     /// ```
     pub fn from_headers(headers: &HeaderMap, config: &Config) -> Self {
-        let (trace_id, parent_id, flags, tracestate) = read_trace(headers);
-        let baggage = if headers.contains_key(BAGGAGE) {
+        let [traceparent, tracestate, baggage, request_id, correlation_id] = scan(
+            headers,
+            [
+                &TRACEPARENT,
+                &TRACESTATE,
+                &BAGGAGE,
+                &config.request_id,
+                &config.correlation_id,
+            ],
+        );
+        let (trace_id, parent_id, flags, tracestate) = read_trace(headers, traceparent, tracestate);
+        let baggage = if baggage.present() {
             Baggage::parse(headers.get_all(BAGGAGE))
         } else {
             None
         };
-        let (request_id, correlation_id) = read_ids(headers, config);
+        let (request_id, correlation_id) = read_ids(headers, config, request_id, correlation_id);
         Self {
             inner: Arc::new(Inner {
                 trace_id,

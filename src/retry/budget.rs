@@ -2,9 +2,9 @@
 //! of the last 10 seconds, plus a reserve per second.
 //!
 //! tower's [`TpsBudget`](tower::retry::budget::TpsBudget) does the same,
-//! but reads the clock on every deposit, that is on every request: about
-//! 45 ns here, half the cost of a retry layer's success path
-//! (BENCHMARKS.md). This one keeps a request count that only grows, split
+//! but reads the clock on every deposit, that is on every request, which
+//! costs a large part of a retry layer's success path (BENCHMARKS.md has
+//! the figures). This one keeps a request count that only grows, split
 //! over cache lines so that threads do not fight over one, and reads the
 //! clock only on a withdrawal (a retry, which is rare) and on every 64th
 //! deposit of a thread. Each read of the clock closes the seconds since
