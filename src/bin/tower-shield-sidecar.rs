@@ -51,7 +51,7 @@ use tower_shield::{
 };
 
 const USAGE: &str = "\
-usage: sidecar [--config FILE] [--listen ADDR] [--upstream URL]
+usage: tower-shield-sidecar [--config FILE] [--listen ADDR] [--upstream URL]
 
   --config FILE    TOML configuration (see README.md); flags override it
   --listen ADDR    address to serve on (default 127.0.0.1:8080)
@@ -428,7 +428,7 @@ impl http_body::Body for PooledBody {
 /// layers, from which [`App::service`] builds each connection's stack.
 struct App {
     client: UpstreamClient,
-    context: ServerContextLayer,
+    context: tower::util::Either<ServerContextLayer, tower::layer::util::Identity>,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
     stack: ConfiguredClientStack,
@@ -451,7 +451,7 @@ fn app(
         .transpose()?;
     Ok(App {
         client: UpstreamClient::new(&upstream.parse()?, config.timeout.request)?,
-        context: ServerContextLayer::optional(context),
+        context: tower::util::option_layer(context.map(ServerContextLayer::new)),
         proxy: ReverseProxyLayer::new(upstream.parse()?)?,
         retry: retry.clone(),
         stack: stack.clone(),

@@ -34,13 +34,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let Some(config) = &self.config else {
-            return ClientContextFuture {
-                kind: Kind::Passthrough {
-                    inner: self.inner.call(req),
-                },
-            };
-        };
+        let config = &self.config;
         let cx = match req.extensions().get::<Context>() {
             Some(cx) => cx.clone(),
             None => super::current().unwrap_or_else(Context::new_root),
@@ -75,48 +69,31 @@ where
             self.inner.call(req)
         };
         ClientContextFuture {
-            kind: Kind::Active {
-                inner: Some(fut),
-                span,
-            },
+            inner: Some(fut),
+            span,
         }
     }
 }
 
 pin_project! {
-    /// The future of [`ClientContext`].
+    /// The future of [`ClientContext`]. `poll` enters the span itself: one
+    /// span in the future, not an `Instrumented` wrapper's second one.
     pub struct ClientContextFuture<F> {
+        // `None` once finished (dropped inside the span).
         #[pin]
-        kind: Kind<F>,
+        inner: Option<F>,
+        span: Span,
     }
 
     impl<F> PinnedDrop for ClientContextFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             // A call dropped before it finished: the inner future's
             // destructors still run inside the client span.
-            if let KindProj::Active { mut inner, span } = this.project().kind.project() {
-                if inner.as_mut().as_pin_mut().is_some() {
-                    span.in_scope(|| inner.set(None));
-                }
+            let mut this = this.project();
+            if this.inner.as_mut().as_pin_mut().is_some() {
+                this.span.in_scope(|| this.inner.set(None));
             }
         }
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        // `poll` enters the span itself: one span in the future, not two.
-        Active {
-            // `None` once finished (dropped inside the span).
-            #[pin]
-            inner: Option<F>,
-            span: Span,
-        },
-        Passthrough {
-            #[pin]
-            inner: F,
-        },
     }
 }
 
@@ -135,17 +112,15 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Passthrough { inner } => inner.poll(task),
-            KindProj::Active { mut inner, span } => {
-                let result = ready!(span.in_scope(|| match inner.as_mut().as_pin_mut() {
-                    Some(fut) => fut.poll(task),
-                    None => panic!("ClientContextFuture polled after completion"),
-                }));
-                span.in_scope(|| inner.set(None));
-                super::record_outcome(span, &result, "call failed");
-                Poll::Ready(result)
-            }
-        }
+        let mut this = self.project();
+        let result = ready!(this
+            .span
+            .in_scope(|| match this.inner.as_mut().as_pin_mut() {
+                Some(fut) => fut.poll(task),
+                None => panic!("ClientContextFuture polled after completion"),
+            }));
+        this.span.in_scope(|| this.inner.set(None));
+        super::record_outcome(this.span, &result, "call failed");
+        Poll::Ready(result)
     }
 }

@@ -67,15 +67,16 @@
 //! has the caller's span as parent, and the client span's ID is the
 //! `parent-id` the next service sees.
 
-/// A context layer and its service: the layer holds the settings (or none,
-/// for a pass-through), and the service the inner service beside them. The
-/// server and client layers differ only in their `call`.
+/// A context layer and its service: the layer holds the settings, and the
+/// service the inner service beside them. The server and client layers
+/// differ only in their `call`. Where a stack's context is optional, it is
+/// tower's `option_layer` of one of these.
 macro_rules! context_layer {
     ($(#[$doc:meta])* $layer:ident => $service:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $layer {
-            config: Option<Arc<Config>>,
+            config: Arc<Config>,
         }
 
         impl $layer {
@@ -83,28 +84,13 @@ macro_rules! context_layer {
             /// `Arc<Config>` shared with other layers).
             pub fn new(config: impl Into<Arc<Config>>) -> Self {
                 Self {
-                    config: Some(config.into()),
+                    config: config.into(),
                 }
             }
 
-            /// A layer whose services pass requests through untouched, for a
-            /// stack whose context settings are optional (the sidecar's
-            /// `[context]`).
-            pub fn pass_through() -> Self {
-                Self { config: None }
-            }
-
-            /// A layer with these settings, or one that passes requests
-            /// through.
-            pub fn optional(config: Option<Config>) -> Self {
-                Self {
-                    config: config.map(Arc::new),
-                }
-            }
-
-            /// The layer's settings (`None` for a pass-through layer).
-            pub fn config(&self) -> Option<&Config> {
-                self.config.as_deref()
+            /// The layer's settings.
+            pub fn config(&self) -> &Config {
+                &self.config
             }
         }
 
@@ -123,8 +109,7 @@ macro_rules! context_layer {
         #[derive(Debug, Clone)]
         pub struct $service<S> {
             inner: S,
-            // `None` in a stack built without context: a pass-through.
-            config: Option<Arc<Config>>,
+            config: Arc<Config>,
         }
 
         impl<S> $service<S> {

@@ -43,13 +43,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let Some(config) = &self.config else {
-            return ServerContextFuture {
-                kind: Kind::Passthrough {
-                    inner: self.inner.call(req),
-                },
-            };
-        };
+        let config = &self.config;
         let mut cx = Context::from_headers(req.headers(), config);
         let timing = start_timing(config, req.method());
         let method = req.method();
@@ -82,13 +76,11 @@ where
             with_scope(&mut cx, || self.inner.call(req))
         };
         ServerContextFuture {
-            kind: Kind::Active {
-                inner: Some(fut),
-                cx,
-                config: config.clone(),
-                span,
-                timing,
-            },
+            inner: Some(fut),
+            cx,
+            config: config.clone(),
+            span,
+            timing,
         }
     }
 }
@@ -134,10 +126,19 @@ fn finish_timing(config: &Config, timing: &mut Timing, status: Option<u16>) {
 fn finish_timing(_config: &Config, _timing: &mut Timing, _status: Option<u16>) {}
 
 pin_project! {
-    /// The future of [`ServerContext`].
+    /// The future of [`ServerContext`]. The span is entered and the context
+    /// put in scope by `poll` itself rather than by `Instrumented` and
+    /// `TaskLocalFuture` wrappers: the future is smaller (one span, one
+    /// context) and is moved for less.
     pub struct ServerContextFuture<F> {
+        // `None` once finished (dropped inside the scope).
         #[pin]
-        kind: Kind<F>,
+        inner: Option<F>,
+        // Always `Some` outside `poll`: swapped into scope while polling.
+        cx: Option<Context>,
+        config: Arc<Config>,
+        span: Span,
+        timing: Timing,
     }
 
     impl<F> PinnedDrop for ServerContextFuture<F> {
@@ -146,36 +147,12 @@ pin_project! {
             // the handler's destructors still run inside its span and with
             // its context, as they would under `Instrumented` and a
             // task-local.
-            if let KindProj::Active { mut inner, cx, span, .. } = this.project().kind.project() {
-                if inner.as_mut().as_pin_mut().is_some() {
-                    let _entered = span.enter();
-                    with_scope(cx, || inner.set(None));
-                }
+            let mut this = this.project();
+            if this.inner.as_mut().as_pin_mut().is_some() {
+                let _entered = this.span.enter();
+                with_scope(this.cx, || this.inner.set(None));
             }
         }
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        // The span is entered and the context put in scope by `poll` itself
-        // rather than by `Instrumented` and `TaskLocalFuture` wrappers: the
-        // future is smaller (one span, one context) and is moved for less.
-        Active {
-            // `None` once finished (dropped inside the scope).
-            #[pin]
-            inner: Option<F>,
-            // Always `Some` outside `poll`: swapped into scope while polling.
-            cx: Option<Context>,
-            config: Arc<Config>,
-            span: Span,
-            timing: Timing,
-        },
-        Passthrough {
-            #[pin]
-            inner: F,
-        },
     }
 }
 
@@ -194,44 +171,36 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Passthrough { inner } => inner.poll(task),
-            KindProj::Active {
-                mut inner,
-                cx,
-                config,
-                span,
-                timing,
-            } => {
-                let result = {
-                    let _entered = span.enter();
-                    let result = ready!(with_scope(cx, || match inner.as_mut().as_pin_mut() {
-                        Some(fut) => fut.poll(task),
-                        None => panic!("ServerContextFuture polled after completion"),
-                    }));
-                    // Dropped now, inside the span and the scope.
-                    with_scope(cx, || inner.set(None));
-                    result
-                };
-                finish_timing(
-                    config,
-                    timing,
-                    result.as_ref().ok().map(|r| r.status().as_u16()),
-                );
-                super::record_outcome(span, &result, "request failed");
-                let Some(cx) = cx.take() else {
-                    return Poll::Ready(result);
-                };
-                Poll::Ready(result.map(|mut res| {
-                    let headers = res.headers_mut();
-                    headers.insert(config.request_id.clone(), cx.request_id().clone());
-                    headers.insert(config.correlation_id.clone(), cx.correlation_id().clone());
-                    if config.traceresponse {
-                        headers.insert(TRACERESPONSE, cx.traceparent().to_header_value());
-                    }
-                    res
-                }))
+        let mut this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            let inner = &mut this.inner;
+            let result = ready!(with_scope(this.cx, || match inner.as_mut().as_pin_mut() {
+                Some(fut) => fut.poll(task),
+                None => panic!("ServerContextFuture polled after completion"),
+            }));
+            // Dropped now, inside the span and the scope.
+            with_scope(this.cx, || inner.set(None));
+            result
+        };
+        let config = &**this.config;
+        finish_timing(
+            config,
+            this.timing,
+            result.as_ref().ok().map(|r| r.status().as_u16()),
+        );
+        super::record_outcome(this.span, &result, "request failed");
+        let Some(cx) = this.cx.take() else {
+            return Poll::Ready(result);
+        };
+        Poll::Ready(result.map(|mut res| {
+            let headers = res.headers_mut();
+            headers.insert(config.request_id.clone(), cx.request_id().clone());
+            headers.insert(config.correlation_id.clone(), cx.correlation_id().clone());
+            if config.traceresponse {
+                headers.insert(TRACERESPONSE, cx.traceparent().to_header_value());
             }
-        }
+            res
+        }))
     }
 }
