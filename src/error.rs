@@ -389,3 +389,110 @@ where
         Poll::Ready(Ok(error_response(&*err)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(Fault);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn faults_say_what_they_are() {
+        let gateway = Fault::new(StatusCode::BAD_GATEWAY);
+        assert!(!gateway.is_refused());
+        assert_eq!(gateway.retry_after(), None);
+        assert_eq!(gateway.to_string(), "502 Bad Gateway");
+        let shed = Fault::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(4)),
+        );
+        assert!(shed.is_refused());
+        assert_eq!(shed.to_string(), "refused (503 Service Unavailable)");
+        assert!(shed.source().is_none());
+    }
+
+    #[test]
+    fn the_chain_goes_through_faults_and_io_errors() {
+        let io = io::Error::other(Wrapped(
+            Fault::new(StatusCode::BAD_GATEWAY)
+                .with_source(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        ));
+        let err: BoxError = Box::new(io);
+        // io::Error -> Wrapped (via get_ref) -> Fault -> io::Error (refused).
+        assert_eq!(chain(&*err).count(), 4);
+        let refused = chain(&*err)
+            .filter_map(|e| e.downcast_ref::<io::Error>())
+            .last()
+            .unwrap();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(find::<Wrapped>(&*err).is_some());
+        assert_eq!(find_fault(&*err).unwrap().status(), StatusCode::BAD_GATEWAY);
+        assert!(find::<tower::timeout::error::Elapsed>(&*err).is_none());
+        // The innermost fault decides.
+        let outer = Fault::new(StatusCode::BAD_GATEWAY).with_source(Wrapped(Fault::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+        )));
+        assert_eq!(
+            find_fault(&outer).unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status_for(&outer), (StatusCode::SERVICE_UNAVAILABLE, None));
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        for (after, header) in [
+            (Duration::from_millis(2500), "3"),
+            (Duration::from_secs(2), "2"),
+            (Duration::ZERO, "0"),
+        ] {
+            let fault = Fault::refused(StatusCode::SERVICE_UNAVAILABLE, Some(after));
+            let res: Response<String> = error_response(&fault);
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[header::RETRY_AFTER], header, "{after:?}");
+        }
+        let res: Response<String> = error_response(&Fault::new(StatusCode::BAD_GATEWAY));
+        assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    /// An inner service that cannot become ready: its error is answered
+    /// from the next call, which never reaches the inner service.
+    #[derive(Debug)]
+    struct NeverReady;
+
+    impl Service<()> for NeverReady {
+        type Response = Response<String>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err(Box::new(Fault::new(StatusCode::BAD_GATEWAY))))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            panic!("called without being ready")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readiness_error_is_answered_by_the_next_call() {
+        use tower::ServiceExt;
+        let svc = ErrorResponseLayer::new().layer(NeverReady);
+        let res = svc.oneshot(()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    }
+}
