@@ -372,11 +372,13 @@ async fn key_set_is_bounded() {
     assert!(breakers.keys().len() <= 3, "{:?}", breakers.keys());
 }
 
-/// Route keys come from callers: a flood of 100 000 distinct paths keeps
-/// the registry at `max_keys`, a handle taken before the flood sees the live
-/// set, and a breaker that is open is never the one evicted.
+/// Route keys come from callers: a flood of 100 000 distinct paths, each
+/// asked for twice (so that the cache's frequent-keys queue fills too),
+/// keeps the registry at `max_keys`; a handle taken before the flood sees the
+/// live set; a breaker that is open, or in use by a call, is never the one
+/// evicted.
 #[tokio::test(start_paused = true)]
-async fn a_flood_of_route_keys_stays_bounded_and_open_breakers_stay() {
+async fn a_flood_of_route_keys_stays_bounded_and_open_or_busy_breakers_stay() {
     let layer = CircuitBreakerLayer::new(
         Config::default()
             .key(KeyBy::Route)
@@ -385,33 +387,93 @@ async fn a_flood_of_route_keys_stays_bounded_and_open_breakers_stay() {
     )
     .unwrap();
     let breakers = layer.breakers();
-    let svc =
-        ServiceBuilder::new()
-            .layer(layer)
-            .service(service_fn(|req: Request<()>| async move {
-                let status = if req.uri().path() == "/failing" {
-                    500
-                } else {
-                    200
+    let (release, released) = tokio::sync::watch::channel(false);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |req: Request<()>| {
+            let mut released = released.clone();
+            async move {
+                let status = match req.uri().path() {
+                    "/failing" => 500,
+                    "/slow" => {
+                        let _ = released.wait_for(|r| *r).await;
+                        200
+                    }
+                    _ => 200,
                 };
                 Ok::<_, Infallible>(Response::builder().status(status).body(()).unwrap())
-            }));
+            }
+        }));
     let get = |path: String| svc.clone().oneshot(Request::get(path).body(()).unwrap());
     get("/failing".to_owned()).await.unwrap();
     assert_eq!(breakers.get("/failing").unwrap().state(), State::Open);
+    let slow = tokio::spawn(get("/slow".to_owned()));
+    tokio::task::yield_now().await;
+    let busy = breakers.get("/slow").expect("made by the call in flight");
     for i in 0..100_000 {
-        get(format!("/p/{i}")).await.unwrap();
+        for _ in 0..2 {
+            get(format!("/p/{i}")).await.unwrap();
+        }
         assert!(
-            breakers.len() <= 64 + 1,
+            breakers.len() <= 64 + 2,
             "{} keys after {i}",
             breakers.len()
         );
     }
-    assert!(breakers.len() <= 64, "{} keys", breakers.len());
-    // The handle taken first sees keys made last, and the open breaker.
+    assert!(
+        (32..=64).contains(&breakers.len()),
+        "{} keys",
+        breakers.len()
+    );
+    assert!(format!("{breakers:?}").contains("keys"));
+    // The handle taken first sees keys made last.
     assert!(breakers.get("/p/99999").is_some());
+    // The open breaker is still there and still open.
     assert_eq!(breakers.get("/failing").unwrap().state(), State::Open);
     assert!(get("/failing".to_owned()).await.unwrap_err().is::<Open>());
+    // The busy one too: the call in flight records into the breaker the
+    // registry still holds.
+    assert!(Arc::ptr_eq(&busy, &breakers.get("/slow").unwrap()));
+    release.send(true).unwrap();
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(busy.metrics().calls, 1);
+}
+
+/// Breakers publish their counters through the telemetry registry, by name.
+#[tokio::test(start_paused = true)]
+async fn breakers_publish_their_counters_to_a_registry() {
+    let layer = CircuitBreakerLayer::new(Config::default().consecutive_failures(1))
+        .unwrap()
+        .keyed_by(KeyBy::Route);
+    let registry = tower_shield::telemetry::Registry::new();
+    registry.register(layer.breakers());
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::builder().status(500).body(()).unwrap())
+        }));
+    for _ in 0..3 {
+        let _ = svc
+            .clone()
+            .oneshot(Request::get("/a").body(()).unwrap())
+            .await;
+    }
+    let samples = registry.samples();
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.attributes == [("breaker", "/a".to_owned())])
+            .map(|s| s.value)
+    };
+    assert_eq!(value("shield.breaker.calls"), Some(1));
+    assert_eq!(value("shield.breaker.failures"), Some(1));
+    assert_eq!(value("shield.breaker.rejections"), Some(2));
+    assert_eq!(value("shield.breaker.opened"), Some(1));
+    assert_eq!(value("shield.breaker.slow_calls"), Some(0));
+    // The default breaker reports too, under its name.
+    assert!(samples
+        .iter()
+        .any(|s| s.attributes == [("breaker", "default".to_owned())]));
 }
 
 #[tokio::test(start_paused = true)]

@@ -554,3 +554,72 @@ async fn a_timed_out_attempt_is_retried() {
     assert!(start.elapsed() >= Duration::from_millis(1100));
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+/// The budget counts requests: with no per-second reserve and 50%, a retry
+/// is allowed only once two requests were counted.
+#[tokio::test(start_paused = true)]
+async fn the_budget_is_earned_by_requests() {
+    let layer = RetryLayer::new(
+        fast()
+            .budget_min_per_sec(0)
+            .budget_percent(50.0)
+            .max_attempts(2),
+    )
+    .unwrap();
+    // One request counted (the failing one): half a retry, not enough.
+    let addr = Upstream::failing(1, 503).serve().await;
+    let res = get_via(&layer, addr).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(layer.metrics().budget_exhausted, 1);
+    // A second request earns the retry.
+    let addr = Upstream::failing(1, 503).serve().await;
+    assert_eq!(get_via(&layer, addr).await.status(), StatusCode::OK);
+    assert_eq!(layer.metrics().retries, 1);
+}
+
+/// A response of one attempt carries no `Attempts` extension, retried or
+/// not; one of more attempts does.
+#[tokio::test(start_paused = true)]
+async fn only_a_retried_response_carries_attempts() {
+    let up = Upstream::failing(1, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let post = Request::post(format!("http://{addr}/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = client::<Empty<Bytes>>(&layer).oneshot(post).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.extensions().get::<Attempts>().is_none());
+    let res = get_via(&layer, addr).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.extensions().get::<Attempts>().is_none());
+    let up = Upstream::failing(1, 503);
+    let addr = up.serve().await;
+    let res = get_via(&layer, addr).await;
+    assert_eq!(res.extensions().get::<Attempts>().map(|a| a.get()), Some(2));
+}
+
+/// `RetryLayer::policy` works under tower's own `Retry`, over requests whose
+/// bodies are already `ReplayBody`s: the body is sent again byte for byte.
+#[tokio::test(start_paused = true)]
+async fn the_policy_drives_towers_own_retry() {
+    let up = Upstream::failing(2, 503);
+    let addr = up.serve().await;
+    let layer = RetryLayer::new(fast()).unwrap();
+    let to_box: fn(hyper_util::client::legacy::Error) -> BoxError = BoxError::from;
+    let svc = tower::retry::Retry::new(
+        layer.policy(),
+        support::hyper_client::<ReplayBody<Full<Bytes>>>().map_err(to_box),
+    );
+    let body = ReplayBody::buffer(Full::new(Bytes::from_static(b"again")), 1024)
+        .await
+        .unwrap();
+    let req = Request::put(format!("http://{addr}/")).body(body).unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen
+        .iter()
+        .all(|(m, digest, _)| m == Method::PUT && digest == &support::sha256_hex(b"again")));
+}
