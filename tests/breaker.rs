@@ -387,6 +387,7 @@ async fn a_flood_of_route_keys_stays_bounded_and_open_or_busy_breakers_stay() {
     )
     .unwrap();
     let breakers = layer.breakers();
+    assert!(breakers.is_empty());
     let (release, released) = tokio::sync::watch::channel(false);
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -425,6 +426,7 @@ async fn a_flood_of_route_keys_stays_bounded_and_open_or_busy_breakers_stay() {
         "{} keys",
         breakers.len()
     );
+    assert!(!breakers.is_empty());
     assert!(format!("{breakers:?}").contains("keys"));
     // The handle taken first sees keys made last.
     assert!(breakers.get("/p/99999").is_some());
