@@ -635,6 +635,13 @@ mod tests {
         let denied: Result<Response<()>, io::Error> =
             Err(io::Error::from(io::ErrorKind::PermissionDenied));
         assert_eq!(c.classify(&denied), Class::Failure);
+        // Errors that are not boxed are read the same way.
+        let refused: Result<Response<()>, io::Error> =
+            Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(c.classify(&refused), Class::Retryable);
+        let elapsed: Result<Response<()>, tower::timeout::error::Elapsed> =
+            Err(tower::timeout::error::Elapsed::new());
+        assert_eq!(c.classify(&elapsed), Class::Retryable);
     }
 
     #[test]
@@ -716,6 +723,14 @@ mod tests {
         let both = base.and(not_found);
         assert_eq!(both.classify(&status(404)), Class::Success);
         assert_eq!(both.classify(&status(503)), Class::Success);
+        // Both call it a failure: the first one's class is kept.
+        let server_errors = base.and(StatusInRange::new(500..=599, Class::Failure));
+        assert_eq!(server_errors.classify(&status(503)), Class::Retryable);
+        assert_eq!(server_errors.classify(&status(500)), Class::Failure);
+        assert_eq!(server_errors.classify(&status(200)), Class::Success);
+        let named = from_fn(|_: &Result<Response<()>, BoxError>| Class::Success);
+        assert!(format!("{named:?}").contains("FromFn"));
+        assert!(format!("{:?}", named.map_class(|c| c)).contains("MapClass"));
         assert_eq!(Class::Retryable.to_string(), "retryable");
     }
 

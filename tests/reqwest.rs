@@ -79,4 +79,18 @@ async fn errors_are_classified_and_bad_requests_rejected() {
         .unwrap();
     let err = client.oneshot(req).await.unwrap_err();
     assert!(err.is::<reqwest::Error>(), "{err}");
+
+    // The bare adapter's own error, unboxed, is classified the same way.
+    let result = ReqwestService::new(reqwest::Client::new())
+        .oneshot(
+            Request::get(format!("http://{}/", closed_port()))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await;
+    assert!(result.is_err());
+    assert_eq!(
+        ServerErrorsAsFailures::new().classify(&result),
+        Class::Retryable
+    );
 }

@@ -386,3 +386,73 @@ async fn retry_wraps_a_bare_hyper_client() {
     assert_eq!(Attempts::of(&res), 2);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// The stacks a configuration file describes: with `[breaker]` and
+/// `[context]` they hold both (requests carry a `traceparent`, the breakers
+/// are reachable), without them neither.
+#[cfg(all(feature = "config", feature = "breaker", feature = "context"))]
+#[tokio::test]
+async fn stacks_from_a_configuration_file() {
+    use tower_shield::config::Config;
+    let upstream = serve(upstream()).await;
+    let full =
+        Config::from_toml("[breaker]\nkey = \"route\"\n[context]\nservice_name = \"edge\"\n")
+            .unwrap();
+    let stack = ClientStack::from_config(&full).unwrap();
+    let breakers = stack.breakers().expect("[breaker] is there");
+    assert!(ServerStack::from_config(&full)
+        .unwrap()
+        .breakers()
+        .is_some());
+    let client = ServiceBuilder::new()
+        .client_stack(stack)
+        .service(hyper_client::<Empty<Bytes>>());
+    let req = Request::get(format!("http://{upstream}/echo"))
+        .body(Empty::new())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let sent: Vec<&str> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(sent.contains(&"traceparent"), "{sent:?}");
+    assert!(sent.contains(&"x-service-name"), "{sent:?}");
+    assert_eq!(breakers.keys(), vec!["/echo".to_owned()]);
+
+    let empty = Config::from_toml("").unwrap();
+    assert!(ClientStack::from_config(&empty)
+        .unwrap()
+        .breakers()
+        .is_none());
+    assert!(ServerStack::from_config(&empty)
+        .unwrap()
+        .breakers()
+        .is_none());
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::from_config(&empty).unwrap())
+        .service(hyper_client::<Empty<Bytes>>());
+    let req = Request::get(format!("http://{upstream}/echo"))
+        .body(Empty::new())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(!echo["headers"].to_string().contains("traceparent"));
+}
+
+#[cfg(feature = "breaker")]
+#[test]
+fn a_server_stack_gives_its_breakers() {
+    use tower_shield::breaker::{CircuitBreakerLayer, Config};
+    assert!(ServerStack::new().breakers().is_none());
+    let layer = CircuitBreakerLayer::new(Config::default()).unwrap();
+    let breakers = ServerStack::new()
+        .circuit_breaker(layer)
+        .breakers()
+        .unwrap();
+    assert!(breakers.is_empty());
+}

@@ -640,3 +640,21 @@ fn a_cancelled_request_drops_its_handler_with_the_context_in_scope() {
     assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
     assert!(current().is_none());
 }
+
+#[test]
+fn carried_headers_keep_only_plain_values() {
+    let config = Config::new().propagate_header("x-tenant-id").unwrap();
+    let carried = |value: &[u8]| {
+        let h = headers(&[("x-tenant-id", value)]);
+        Context::from_headers(&h, &config)
+            .propagated()
+            .iter()
+            .map(|(_, v)| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(carried(b"acme corp\t1"), vec![b"acme corp\t1".to_vec()]);
+    assert_eq!(carried(&[b'a'; MAX_PROPAGATED_LEN]).len(), 1);
+    assert!(carried(&[b'a'; MAX_PROPAGATED_LEN + 1]).is_empty());
+    assert!(carried("caf\u{e9}".as_bytes()).is_empty());
+    assert!(carried(b"").is_empty());
+}

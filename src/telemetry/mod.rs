@@ -199,3 +199,74 @@ impl Registry {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct Two(AtomicU64);
+
+    const TWO: &[Instrument] = &[
+        Instrument::new("t.count", "A counter.", Kind::Counter),
+        Instrument::new("t.level", "A gauge.", Kind::Gauge),
+    ];
+
+    impl Source for Two {
+        fn instruments(&self) -> &'static [Instrument] {
+            TWO
+        }
+
+        fn observe(&self, record: &mut Record<'_>) {
+            record(0, self.0.load(Ordering::Relaxed), &[("side", "a")]);
+            record(1, 7, &[]);
+            // An index past the instruments is ignored.
+            record(2, 9, &[]);
+        }
+    }
+
+    #[test]
+    fn samples_name_kind_value_and_attributes() {
+        let registry = Registry::new();
+        let two = Arc::new(Two::default());
+        registry.register(two.clone());
+        two.0.store(3, Ordering::Relaxed);
+        assert_eq!(
+            registry.samples(),
+            vec![
+                Sample {
+                    name: "t.count",
+                    kind: Kind::Counter,
+                    value: 3,
+                    attributes: vec![("side", "a".to_owned())],
+                },
+                Sample {
+                    name: "t.level",
+                    kind: Kind::Gauge,
+                    value: 7,
+                    attributes: vec![],
+                },
+            ]
+        );
+        assert_eq!(
+            format!("{registry:?}"),
+            "Registry { sources: 1, listeners: 0 }"
+        );
+    }
+
+    #[test]
+    fn listeners_see_every_source_before_and_after() {
+        let registry = Registry::new();
+        registry.register(Two::default());
+        let seen = Arc::new(AtomicU64::new(0));
+        let counted = seen.clone();
+        registry.on_register(move |source| {
+            assert_eq!(source.instruments().len(), 2);
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+        registry.clone().register(Two::default());
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+    }
+}
