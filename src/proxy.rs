@@ -110,6 +110,29 @@ impl fmt::Display for InvalidUpstream {
 
 impl StdError for InvalidUpstream {}
 
+/// `url` fit to show or log: user information (`user:password@`) in its
+/// authority is replaced by `***`, so that credentials in an upstream URL
+/// never reach a health page or a log line. Anything that is not an
+/// absolute URL with user information is returned as it is.
+///
+/// ```
+/// use tower_shield::proxy::redacted;
+///
+/// assert_eq!(redacted("http://admin:s3cret@127.0.0.1:9000/api"), "http://***@127.0.0.1:9000/api");
+/// assert_eq!(redacted("http://127.0.0.1:9000/a@b"), "http://127.0.0.1:9000/a@b");
+/// ```
+pub fn redacted(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// The upstream could not be reached or broke off: the client's error is the
 /// source. Answered with 502 Bad Gateway by [`crate::error::error_response`].
 #[derive(Debug)]
@@ -573,6 +596,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever the user information, none of it is left in what is
+        /// shown, and the rest of the URL is.
+        #[test]
+        fn redacted_urls_keep_no_credentials(
+            user in "[a-zA-Z0-9%._~!$&'()*+,;=:-]{1,20}",
+            password in "[a-zA-Z0-9%._~!$&'()*+,;=-]{1,20}",
+            host in "[a-z0-9.]{1,20}",
+            path in "(/[a-z0-9@:]{0,10}){0,3}",
+        ) {
+            let url = format!("http://{user}:{password}@{host}:80{path}");
+            let shown = redacted(&url);
+            proptest::prop_assert_eq!(shown.as_ref(), format!("http://***@{host}:80{path}"));
+            let plain = format!("http://{host}:80{path}");
+            let kept = redacted(&plain);
+            proptest::prop_assert_eq!(kept.as_ref(), plain.as_str());
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

@@ -646,6 +646,23 @@ fn bad_context_config_names_the_key() {
             "request_id_header = \"bad header\"",
             "context.request_id_header",
         ),
+        // Headers the proxy owns are refused by name, so a caller's value
+        // can never win (a forged Host, a spoofed client address).
+        (
+            "ownedhost",
+            "propagate_headers = [\"x-tenant-id\", \"host\"]",
+            "\"host\"",
+        ),
+        (
+            "ownedxff",
+            "propagate_headers = [\"X-Forwarded-For\"]",
+            "\"x-forwarded-for\"",
+        ),
+        (
+            "ownedlength",
+            "propagate_headers = [\"content-length\"]",
+            "context.propagate_headers",
+        ),
     ] {
         let file = ConfigFile::new(
             tag,
@@ -655,4 +672,36 @@ fn bad_context_config_names_the_key() {
         assert_eq!(code, Some(2), "{stderr}");
         assert!(stderr.contains(key), "{stderr}");
     }
+}
+
+/// Credentials in the upstream URL never show: not in the startup line, not
+/// in the health report.
+#[tokio::test]
+async fn upstream_credentials_are_redacted() {
+    let upstream = serve(upstream()).await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://admin:s3cret@{upstream}")]);
+    assert!(!sidecar.line.contains("s3cret"), "{}", sidecar.line);
+    assert!(
+        sidecar.line.contains(&format!("http://***@{upstream}")),
+        "{}",
+        sidecar.line
+    );
+    let client = hyper_client::<ReqBody>();
+    let res = client
+        .request(
+            Request::get(format!("http://{}/_shield/health", sidecar.addr.unwrap()))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let health = json(res).await;
+    let text = health.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!text.contains("admin"), "{text}");
+    assert_eq!(
+        health["upstream"],
+        format!("http://***@{upstream}"),
+        "{text}"
+    );
 }

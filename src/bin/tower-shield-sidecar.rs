@@ -456,7 +456,7 @@ fn app(
         retry: retry.clone(),
         stack: stack.clone(),
         report: Arc::new(Report {
-            upstream: upstream.to_owned(),
+            upstream: tower_shield::proxy::redacted(upstream).into_owned(),
             timeout: config.timeout.request,
             breakers: stack.breakers(),
             service: config
@@ -724,7 +724,10 @@ fn run(config: Config) -> Result<(), BoxError> {
             })?;
     }
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("sidecar listening on http://{addr} -> {upstream} ({count} workers)");
+    println!(
+        "sidecar listening on http://{addr} -> {} ({count} workers)",
+        tower_shield::proxy::redacted(&upstream)
+    );
 
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener)?;

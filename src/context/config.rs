@@ -80,6 +80,7 @@ impl Default for Config {
 pub struct InvalidHeader {
     field: &'static str,
     value: String,
+    problem: &'static str,
 }
 
 impl InvalidHeader {
@@ -91,11 +92,7 @@ impl InvalidHeader {
 
 impl fmt::Display for InvalidHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {:?} is not a valid header name or value",
-            self.field, self.value
-        )
+        write!(f, "{}: {:?} {}", self.field, self.value, self.problem)
     }
 }
 
@@ -105,8 +102,31 @@ fn name(field: &'static str, value: &str) -> Result<HeaderName, InvalidHeader> {
     HeaderName::from_bytes(value.as_bytes()).map_err(|_| InvalidHeader {
         field,
         value: value.to_owned(),
+        problem: "is not a valid header name or value",
     })
 }
+
+/// Headers a hop or the proxy owns, which a caller must never set for the
+/// next service: hop-by-hop headers (RFC 9110 section 7.6.1), the message's
+/// framing, and what a proxy writes itself.
+const NOT_CARRIED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
 
 impl Config {
     /// The defaults: incoming IDs trusted, `x-request-id` and
@@ -128,6 +148,36 @@ impl Config {
         }
     }
 
+    /// Whether `header` is one a proxy, a hop or these layers write.
+    fn owned(&self, header: &HeaderName) -> bool {
+        let ours = [
+            &super::TRACEPARENT,
+            &super::TRACESTATE,
+            &super::TRACERESPONSE,
+            &super::BAGGAGE,
+            &SERVICE_NAME,
+            &SERVICE_VERSION,
+            &self.request_id,
+            &self.correlation_id,
+        ];
+        NOT_CARRIED.contains(&header.as_str())
+            || ours.contains(&header)
+            || self.request_id_aliases.contains(header)
+            || self.correlation_id_aliases.contains(header)
+    }
+
+    /// An ID header or alias may not be a carried header too.
+    fn not_carried(self, field: &'static str, header: &HeaderName) -> Result<Self, InvalidHeader> {
+        if self.propagate.contains(header) {
+            return Err(InvalidHeader {
+                field,
+                value: header.as_str().to_owned(),
+                problem: "is already in propagate_headers",
+            });
+        }
+        Ok(self)
+    }
+
     /// Each name is looked up in every request: their number is bounded.
     fn check_count(self, field: &'static str, value: &str) -> Result<Self, InvalidHeader> {
         let names = 2
@@ -137,7 +187,8 @@ impl Config {
         if names > MAX_NAMES {
             return Err(InvalidHeader {
                 field,
-                value: format!("{value} (more than {MAX_NAMES} ID and carried headers)"),
+                value: value.to_owned(),
+                problem: "is one header too many (at most 59 ID and carried headers)",
             });
         }
         Ok(self)
@@ -155,37 +206,53 @@ impl Config {
     /// The request-ID header (default `x-request-id`).
     pub fn request_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.request_id = name("request_id_header", header)?;
-        Ok(self)
+        let header = self.request_id.clone();
+        self.not_carried("request_id_header", &header)
     }
 
     /// Another header a request ID is read from when the main one is
     /// absent, such as `x-trace-id`. Outgoing requests carry the main one
     /// only; aliases are removed from them.
     pub fn request_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
-        self.request_id_aliases
-            .push(name("request_id_aliases", header)?);
-        self.check_count("request_id_aliases", header)
+        let alias = name("request_id_aliases", header)?;
+        self.request_id_aliases.push(alias.clone());
+        self.check_count("request_id_aliases", header)?
+            .not_carried("request_id_aliases", &alias)
     }
 
     /// The correlation-ID header (default `x-correlation-id`).
     pub fn correlation_id_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         self.correlation_id = name("correlation_id_header", header)?;
-        Ok(self)
+        let header = self.correlation_id.clone();
+        self.not_carried("correlation_id_header", &header)
     }
 
     /// Another header a correlation ID is read from, as for
     /// [`request_id_alias`](Self::request_id_alias).
     pub fn correlation_id_alias(mut self, header: &str) -> Result<Self, InvalidHeader> {
-        self.correlation_id_aliases
-            .push(name("correlation_id_aliases", header)?);
-        self.check_count("correlation_id_aliases", header)
+        let alias = name("correlation_id_aliases", header)?;
+        self.correlation_id_aliases.push(alias.clone());
+        self.check_count("correlation_id_aliases", header)?
+            .not_carried("correlation_id_aliases", &alias)
     }
 
     /// A plain header carried from the inbound request to every outgoing
     /// one, such as `x-tenant-id`. Values must be visible ASCII (spaces
     /// inside allowed) of at most 1024 bytes; others are dropped.
+    ///
+    /// Headers the layers or a proxy own are refused: hop-by-hop headers,
+    /// `content-length`, `host`, `via`, `forwarded` and `x-forwarded-*`, the
+    /// W3C trace headers, the request- and correlation-ID headers and their
+    /// aliases, and `x-service-name`/`x-service-version`.
     pub fn propagate_header(mut self, header: &str) -> Result<Self, InvalidHeader> {
         let header = name("propagate_headers", header)?;
+        if self.owned(&header) {
+            return Err(InvalidHeader {
+                field: "propagate_headers",
+                value: header.as_str().to_owned(),
+                problem: "is a header the proxy or the context layers own, not one to carry",
+            });
+        }
         if !self.propagate.contains(&header) {
             self.propagate.push(header.clone());
         }

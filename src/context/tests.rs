@@ -658,3 +658,43 @@ fn carried_headers_keep_only_plain_values() {
     assert!(carried("caf\u{e9}".as_bytes()).is_empty());
     assert!(carried(b"").is_empty());
 }
+
+/// Headers a proxy, a hop or the layers own are refused as carried headers,
+/// with an error naming the header; an ID header may not be carried either.
+#[test]
+fn owned_headers_are_never_carried() {
+    for header in [
+        "host",
+        "Host",
+        "x-forwarded-for",
+        "via",
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-request-id",
+        "x-correlation-id",
+        "x-service-name",
+    ] {
+        let err = Config::new().propagate_header(header).unwrap_err();
+        assert_eq!(err.field(), "propagate_headers");
+        assert!(
+            err.to_string().contains(&header.to_ascii_lowercase()),
+            "{err}"
+        );
+    }
+    let aliased = Config::new().request_id_alias("x-trace-id").unwrap();
+    assert!(aliased.propagate_header("x-trace-id").is_err());
+    let carried = Config::new().propagate_header("x-tenant-id").unwrap();
+    let err = carried.clone().request_id_alias("x-tenant-id").unwrap_err();
+    assert_eq!(err.field(), "request_id_aliases");
+    assert!(carried
+        .clone()
+        .correlation_id_header("x-tenant-id")
+        .is_err());
+    assert!(carried.propagate_header("x-user-id").is_ok());
+}

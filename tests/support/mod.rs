@@ -215,6 +215,8 @@ fn walk(path: &std::path::Path) -> Vec<PathBuf> {
 pub struct Process {
     pub child: Child,
     pub addr: Option<SocketAddr>,
+    /// The first line the process printed.
+    pub line: String,
 }
 
 impl Process {
@@ -283,7 +285,11 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         for _ in lines {}
     });
     // From here on the child is killed however the start goes.
-    let mut process = Process { child, addr: None };
+    let mut process = Process {
+        child,
+        addr: None,
+        line: String::new(),
+    };
     let line = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("sidecar did not start");
@@ -293,6 +299,7 @@ pub fn start_sidecar(args: &[&str]) -> Process {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
     process.addr = Some(addr);
+    process.line = line;
     process
 }
 
