@@ -376,8 +376,92 @@ fn via_value(version: Version, via: &[HeaderValue; 5]) -> HeaderValue {
     .clone()
 }
 
+/// A request path that, once decoded by the upstream, would climb out of
+/// the upstream's path prefix: an encoded dot segment (`%2e%2e`) or a dot
+/// segment hidden behind an encoded slash (`..%2f`). Answered 400.
+#[derive(Debug)]
+struct EscapingPath(Fault);
+
+impl fmt::Display for EscapingPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request path hides a dot segment in percent-encoding")
+    }
+}
+
+impl StdError for EscapingPath {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether a path segment hides a dot segment behind percent-encoding:
+/// decoded (`%2e` to `.`, `%2f` and `%5c` to separators), one of its pieces
+/// is `.` or `..`.
+fn hides_dot_segment(segment: &str) -> bool {
+    if !segment.contains('%') {
+        return false;
+    }
+    let decoded = segment
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%5c", "/")
+        .replace("%5C", "/");
+    decoded
+        .split(['/', '\\'])
+        .any(|piece| piece == "." || piece == "..")
+}
+
+/// `path` (absolute) without its dot segments, as RFC 3986 section 5.2.4
+/// removes them: `.` goes, `..` takes the segment before it with it, and
+/// nothing climbs above the root.
+fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    if !segments.iter().any(|s| *s == "." || *s == "..") {
+        return path.into();
+    }
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        match segment {
+            "." | ".." => {
+                if segment == ".." {
+                    out.pop();
+                }
+                // A trailing dot segment leaves the path ending in `/`.
+                if i == last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    format!("/{}", out.join("/")).into()
+}
+
+/// The path and query to send under a non-empty prefix: the request's path
+/// without dot segments (refused when they are encoded), then its query.
+fn under_prefix(prefix: &str, path_and_query: &str) -> Result<String, EscapingPath> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    if path.split('/').any(hides_dot_segment) {
+        return Err(EscapingPath(Fault::new(StatusCode::BAD_REQUEST)));
+    }
+    let mut joined = String::with_capacity(prefix.len() + path_and_query.len());
+    joined.push_str(prefix);
+    joined.push_str(&remove_dot_segments(path));
+    if let Some(query) = query {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    Ok(joined)
+}
+
 impl Upstream {
-    fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+    fn uri(&self, original: &Uri) -> Result<Uri, BoxError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
@@ -396,13 +480,15 @@ impl Upstream {
         } else if self.prefix.is_empty() {
             PathAndQuery::try_from(path_and_query)?
         } else {
-            PathAndQuery::try_from(format!("{}{}", self.prefix, path_and_query))?
+            // Under a prefix, the path may not climb out of it.
+            let joined = under_prefix(&self.prefix, path_and_query)?;
+            PathAndQuery::try_from(joined)?
         };
-        Uri::builder()
+        Ok(Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
-            .build()
+            .build()?)
     }
 }
 
@@ -424,7 +510,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let uri = match self.upstream.uri(req.uri()) {
             Ok(uri) => uri,
-            Err(err) => return ResponseFuture::failed(err.into()),
+            Err(err) => return ResponseFuture::failed(err),
         };
         let via = via_value(req.version(), &self.upstream.via);
         *req.uri_mut() = uri;
@@ -597,7 +683,71 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn dot_segments_are_removed_and_encoded_ones_refused() {
+        for (path, joined) in [
+            ("/x", "/api/x"),
+            ("/../x", "/api/x"),
+            ("/./../x", "/api/x"),
+            ("/a/b/../../../x?q=/../", "/api/x?q=/../"),
+            ("/a/./b/.", "/api/a/b/"),
+            ("/a/..", "/api/"),
+            ("/a%2Fb", "/api/a%2Fb"),
+            ("//x", "/api//x"),
+        ] {
+            assert_eq!(under_prefix("/api", path).unwrap(), joined, "{path}");
+        }
+        for path in [
+            "/..%2fx",
+            "/%2e%2e/x",
+            "/.%2E/x",
+            "/a/%2e",
+            "/x%5c..%5cy",
+            "/%2E%2e%2Fetc",
+        ] {
+            assert!(under_prefix("/api", path).is_err(), "{path}");
+        }
+    }
+
+    fn segment() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            proptest::strategy::Just("..".to_owned()),
+            proptest::strategy::Just(".".to_owned()),
+            proptest::strategy::Just(String::new()),
+            proptest::strategy::Just("%2e%2e".to_owned()),
+            proptest::strategy::Just("%2E.".to_owned()),
+            proptest::strategy::Just("..%2f".to_owned()),
+            proptest::strategy::Just("a%2Fb".to_owned()),
+            "[a-z0-9.%]{1,6}",
+        ]
+    }
+
     proptest::proptest! {
+        /// No request path ever yields an upstream path outside the
+        /// prefix: the answer is a path under it with no dot segment, or a
+        /// refusal.
+        #[test]
+        fn no_request_path_escapes_the_prefix(
+            segments in proptest::collection::vec(segment(), 0..8),
+            query in proptest::option::of("[a-z/.=]{0,8}"),
+        ) {
+            let mut path = format!("/{}", segments.join("/"));
+            if let Some(q) = &query {
+                path.push('?');
+                path.push_str(q);
+            }
+            if let Ok(joined) = under_prefix("/api", &path) {
+                let joined_path = joined.split('?').next().unwrap();
+                proptest::prop_assert!(joined_path == "/api" || joined_path.starts_with("/api/"), "{}", joined);
+                proptest::prop_assert!(!joined_path.split('/').any(|s| s == "." || s == ".." || hides_dot_segment(s)), "{}", joined);
+                let layer = ReverseProxyLayer::new("http://127.0.0.1:9/api".parse().unwrap()).unwrap();
+                if let Ok(uri) = path.parse::<Uri>() {
+                    let sent = layer.upstream.uri(&uri).unwrap();
+                    proptest::prop_assert!(sent.path().starts_with("/api"));
+                }
+            }
+        }
+
         /// Whatever the user information, none of it is left in what is
         /// shown, and the rest of the URL is.
         #[test]

@@ -705,3 +705,58 @@ async fn upstream_credentials_are_redacted() {
         "{text}"
     );
 }
+
+/// Sends `request` as raw bytes to `addr` and returns the whole answer.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the sidecar answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Under `--upstream http://host/api`, no request path reaches the upstream
+/// outside `/api`: dot segments are removed (in origin and absolute form),
+/// and encoded ones are answered 400 without reaching it.
+#[tokio::test]
+async fn the_upstream_prefix_cannot_be_escaped() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let upstream = serve(axum::Router::new().fallback(move |uri: http::Uri| {
+        log.lock().unwrap().push(uri.to_string());
+        async move { uri.to_string() }
+    }))
+    .await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}/api")]);
+    let addr = sidecar.addr.unwrap();
+    for (target, reached) in [
+        ("/../x", "/api/x"),
+        ("/./../x", "/api/x"),
+        ("/a/../../b?c=1", "/api/b?c=1"),
+        ("http://h/../x", "/api/x"),
+    ] {
+        let answer = raw(
+            addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
+        assert!(answer.ends_with(reached), "{target}: {answer}");
+    }
+    for target in ["/..%2fx", "/%2e%2e/x", "/.%2E/etc"] {
+        let answer = raw(
+            addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|uri| uri.starts_with("/api/")), "{seen:?}");
+}
