@@ -138,6 +138,12 @@ impl ContextConfig {
             ("service_version", &self.service_version),
         ] {
             if let Some(v) = v {
+                if v.len() > MAX_SERVICE_LEN {
+                    return Err(ConfigError::field(
+                        &format!("context.{field}"),
+                        format!("is {} bytes long, more than {MAX_SERVICE_LEN}", v.len()),
+                    ));
+                }
                 if http::HeaderValue::from_str(v).is_err() || v.is_empty() {
                     return Err(ConfigError::field(
                         &format!("context.{field}"),
@@ -263,6 +269,15 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// The most serving threads the sidecar starts: each holds a runtime and
+/// its own upstream connections, so more than this only spends file
+/// descriptors.
+pub const MAX_WORKERS: usize = 256;
+
+/// The longest `service_name` or `service_version`: they are sent on every
+/// outgoing request.
+pub const MAX_SERVICE_LEN: usize = 256;
+
 /// A configuration that could not be read, parsed or accepted.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -339,8 +354,13 @@ impl Config {
                 "must be greater than zero",
             ));
         }
-        if self.sidecar.workers == Some(0) {
-            return Err(ConfigError::field("sidecar.workers", "must be at least 1"));
+        if let Some(workers) = self.sidecar.workers {
+            if !(1..=MAX_WORKERS).contains(&workers) {
+                return Err(ConfigError::field(
+                    "sidecar.workers",
+                    format!("must be between 1 and {MAX_WORKERS}, not {workers}"),
+                ));
+            }
         }
         #[cfg(feature = "breaker")]
         self.breaker_layer()?;
@@ -354,6 +374,18 @@ impl Config {
             let uri: http::Uri = upstream
                 .parse()
                 .map_err(|err| ConfigError::field("sidecar.upstream", err))?;
+            // `http` reads a port it cannot hold as no port at all (then 80).
+            let host_port = uri
+                .authority()
+                .map_or("", |a| a.as_str().rsplit('@').next().unwrap_or(""));
+            if let Some((_, port)) = host_port.rsplit_once(':') {
+                if !port.contains(']') && !port.is_empty() && port.parse::<u16>().is_err() {
+                    return Err(ConfigError::field(
+                        "sidecar.upstream",
+                        format!("port {port} is out of range (1 to 65535)"),
+                    ));
+                }
+            }
             crate::proxy::ReverseProxyLayer::new(uri)
                 .map_err(|err| ConfigError::field("sidecar.upstream", err))?;
         }
@@ -494,6 +526,16 @@ mod tests {
                 "`sidecar.upstream`",
             ),
             ("[sidecar]\nlisten = \"nowhere\"", "invalid socket address"),
+            (
+                "[sidecar]\nupstream = \"http://127.0.0.1:99999/\"",
+                "port 99999 is out of range",
+            ),
+            (
+                "[sidecar]\nworkers = 9223372036854775807",
+                "`sidecar.workers`",
+            ),
+            ("[sidecar]\nworkers = 1000000000000", "`sidecar.workers`"),
+            ("[sidecar]\nworkers = 400", "between 1 and 256"),
             #[cfg(feature = "breaker")]
             (
                 "[breaker]\nmode = \"rate\"\nfailure_rate = 101",
@@ -532,5 +574,16 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+        #[cfg(feature = "context")]
+        {
+            let long = "a".repeat(MAX_SERVICE_LEN + 1);
+            let err = Config::from_toml(&format!("[context]\nservice_name = \"{long}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`context.service_name`"), "{err}");
+            let ok = "a".repeat(MAX_SERVICE_LEN);
+            assert!(Config::from_toml(&format!("[context]\nservice_name = \"{ok}\"\n")).is_ok());
+        }
+        assert!(Config::from_toml("[sidecar]\nworkers = 256\n").is_ok());
     }
 }

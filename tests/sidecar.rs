@@ -760,3 +760,42 @@ async fn the_upstream_prefix_cannot_be_escaped() {
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen.iter().all(|uri| uri.starts_with("/api/")), "{seen:?}");
 }
+
+/// Values that parse but cannot work are refused at start with the key and a
+/// non-zero exit, never a panic; an upper-case scheme is still http.
+#[tokio::test]
+async fn out_of_range_settings_are_refused_and_http_is_case_insensitive() {
+    for (args, key) in [
+        (
+            vec!["--upstream", "http://127.0.0.1:99999/"],
+            "out of range",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--workers",
+                "1000000000000",
+            ],
+            "sidecar.workers",
+        ),
+        (vec!["--upstream", "https://127.0.0.1:9"], "no TLS client"),
+    ] {
+        let (code, stderr) = refused(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let upstream = serve(upstream()).await;
+    let sidecar = start_sidecar(&["--upstream", &format!("HTTP://{upstream}")]);
+    let client = hyper_client::<ReqBody>();
+    let res = client
+        .request(
+            Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

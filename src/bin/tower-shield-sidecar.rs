@@ -133,7 +133,14 @@ fn load(args: Args) -> Result<Config, ConfigError> {
                 "no upstream: pass --upstream URL or set it in the [sidecar] section",
             ))
         }
-        Some(upstream) if !upstream.starts_with("http://") => {
+        // `config.validate` parsed it; the scheme is case-insensitive.
+        Some(upstream)
+            if upstream
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.scheme().cloned())
+                != Some(http::uri::Scheme::HTTP) =>
+        {
             return Err(ConfigError::field(
                 "sidecar.upstream",
                 "the sidecar has no TLS client: give an http:// upstream",
@@ -709,19 +716,22 @@ fn run(config: Config) -> Result<(), BoxError> {
             connections: tx,
             active: active.clone(),
         });
+        // Built here, so that a worker that cannot start stops the sidecar
+        // with an error instead of a panic on its own thread.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| format!("worker {i} cannot start its runtime: {err}"))?;
         std::thread::Builder::new()
             .name(format!("sidecar-worker-{i}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("worker runtime");
                 if plain {
                     rt.block_on(serve(rx, active, |peer| app.plain_service(peer)));
                 } else {
                     rt.block_on(serve(rx, active, |peer| app.service(peer)));
                 }
-            })?;
+            })
+            .map_err(|err| format!("worker {i} cannot start: {err}"))?;
     }
     // Tests and scripts read this line to learn the port when listening on :0.
     println!(
