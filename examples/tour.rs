@@ -52,7 +52,7 @@ async fn start_upstream() -> SocketAddr {
             get(move || {
                 let n = calls.fetch_add(1, Ordering::Relaxed);
                 async move {
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         (StatusCode::SERVICE_UNAVAILABLE, "try again later")
                     } else {
                         (StatusCode::OK, "ok this time")

@@ -382,7 +382,7 @@ where
                 trailers_sent,
             } => *next as usize >= body.chunks.len() && (*trailers_sent || body.trailers.is_none()),
             Kind::Stream { prefix, rest, done } => {
-                prefix.as_ref().map_or(true, |p| p.is_empty()) && (*done || rest.is_end_stream())
+                prefix.as_ref().is_none_or(|p| p.is_empty()) && (*done || rest.is_end_stream())
             }
         }
     }

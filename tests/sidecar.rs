@@ -501,7 +501,7 @@ async fn retries_a_flaky_upstream_with_the_same_body() {
         axum::routing::any(move |method: Method, body: Bytes| {
             let mut log = log.lock().unwrap();
             log.push((method, sha256_hex(&body)));
-            let status = if log.len() % 3 == 0 {
+            let status = if log.len().is_multiple_of(3) {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -206,7 +206,7 @@ const UNHEX: [u8; 256] = {
 fn decode_hex<const N: usize, const M: usize>(src: &[u8]) -> Result<[u8; N], TraceParentError> {
     let src: &[u8; M] = src.try_into().map_err(|_| TraceParentError::Length)?;
     let mut out = [0u8; N];
-    if M % 8 == 0 {
+    if M.is_multiple_of(8) {
         for (o, chunk) in out.chunks_exact_mut(4).zip(src.chunks_exact(8)) {
             let word = u64::from_le_bytes(chunk.try_into().map_err(|_| TraceParentError::Length)?);
             o.copy_from_slice(&decode8(word).ok_or(TraceParentError::NotLowerHex)?);
