@@ -799,3 +799,56 @@ async fn out_of_range_settings_are_refused_and_http_is_case_insensitive() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// CONNECT, an HTTP/1.1 request without exactly one `Host`, and a transfer
+/// coding other than chunked are answered by the sidecar itself (RFC 9112
+/// sections 3.2 and 6.1) and never reach the upstream; HTTP/1.0 without
+/// `Host` is fine.
+#[tokio::test]
+async fn connect_missing_host_and_unknown_codings_are_answered_by_the_sidecar() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let upstream = serve(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "reached" }
+    }))
+    .await;
+    let sidecar = start_sidecar(&["--upstream", &format!("http://{upstream}")]);
+    let addr = sidecar.addr.unwrap();
+    for (request, status) in [
+        (
+            format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n"),
+            "501",
+        ),
+        ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(), "400"),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n".to_owned(),
+            "400",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_owned(),
+            "501",
+        ),
+    ] {
+        let answer = raw(addr, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {answer}"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let answer = raw(addr, "GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("reached"), "{answer}");
+    let answer = raw(addr, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -200,6 +200,40 @@ impl Report {
     }
 }
 
+/// What the sidecar answers itself rather than forward, as RFC 9112 asks of
+/// a server: CONNECT (it is not a tunnel), an HTTP/1.1 request without
+/// exactly one `Host` (section 3.2), and a transfer coding other than
+/// `chunked`, which would otherwise be dropped silently with the
+/// hop-by-hop `Transfer-Encoding` (section 6.1).
+fn refused<B>(req: &Request<B>) -> Option<(StatusCode, &'static str)> {
+    if req.method() == Method::CONNECT {
+        return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported"));
+    }
+    if req.version() == http::Version::HTTP_11
+        && req.headers().get_all(header::HOST).iter().count() != 1
+    {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs exactly one Host",
+        ));
+    }
+    let codings = req.headers().get_all(header::TRANSFER_ENCODING);
+    let unknown = codings.iter().any(|value| {
+        value.to_str().map_or(true, |v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("chunked"))
+        })
+    });
+    if unknown {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported",
+        ));
+    }
+    None
+}
+
 impl<S> Service<Request<Incoming>> for Health<S>
 where
     S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
@@ -220,6 +254,19 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if let Some((status, why)) = refused(&req) {
+            let res = Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(header::CONNECTION, "close")
+                .body(ProxyBody::message(Bytes::from(format!(
+                    "{}: {why}\n",
+                    status.canonical_reason().unwrap_or("error")
+                ))));
+            return futures_util::future::Either::Left(std::future::ready(Ok(
+                res.expect("valid response")
+            )));
+        }
         if req.uri().path() != HEALTH_PATH {
             return futures_util::future::Either::Right(self.inner.call(req));
         }
