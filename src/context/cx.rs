@@ -52,7 +52,7 @@ impl Context {
                 trace_id: TraceId::random(),
                 span_id: SpanId::random(),
                 parent_id: None,
-                flags: TraceFlags::SAMPLED,
+                flags: TraceFlags::NEW_TRACE,
                 tracestate: None,
                 baggage: None,
                 correlation_id: request_id.clone(),

@@ -99,7 +99,7 @@ fn read_trace(
             };
             (p.trace_id, Some(p.parent_id), p.flags, tracestate)
         }
-        None => (TraceId::random(), None, TraceFlags::SAMPLED, None),
+        None => (TraceId::random(), None, TraceFlags::NEW_TRACE, None),
     }
 }
 

@@ -151,26 +151,32 @@ fn tracestate_rules() {
         "rojo=1,congo=2,a@b=3"
     );
     assert_eq!(ts(&[" , "]).unwrap(), None);
-    // Multi-tenant keys: tenant may start with a digit, system may not.
-    assert!(ts(&["1tenant@sys=v"]).is_ok());
-    assert_eq!(ts(&["tenant@1sys=v"]), Err(TraceStateError::Key));
-    assert_eq!(
-        ts(&["tenant@systemnametoolong=v"]),
-        Err(TraceStateError::Key)
-    );
-    assert_eq!(ts(&["Upper=v"]), Err(TraceStateError::Key));
-    assert_eq!(ts(&["1key=v"]), Err(TraceStateError::Key));
-    assert_eq!(ts(&["novalue"]), Err(TraceStateError::MissingEquals));
-    assert_eq!(ts(&["k="]), Err(TraceStateError::Value));
-    assert_eq!(ts(&["k=a=b"]), Err(TraceStateError::Value));
+    // Level 2 keys: a lowercase letter or a digit first, then keychars,
+    // `@` among them anywhere; no tenant@system limits.
+    assert!(ts(&["1tenant@sys=v"]).unwrap().is_some());
+    assert!(ts(&["tenant@1sys=v"]).unwrap().is_some());
+    assert!(ts(&["tenant@systemnamelongerthanfourteen=v"])
+        .unwrap()
+        .is_some());
+    assert!(ts(&["1key=v"]).unwrap().is_some());
+    let long_tenant = format!("{}@s=v", "t".repeat(250));
+    assert!(ts(&[&long_tenant]).unwrap().is_some());
+    // An invalid member goes alone; the valid ones stay.
+    assert_eq!(ts(&["Upper=v"]), Ok(None));
+    assert_eq!(ts(&["Upper=v,rojo=1"]).unwrap().unwrap(), "rojo=1");
+    assert_eq!(ts(&["novalue,rojo=1"]).unwrap().unwrap(), "rojo=1");
+    assert_eq!(ts(&["rojo=1,k="]).unwrap().unwrap(), "rojo=1");
+    assert_eq!(ts(&["k=a=b,rojo=1"]).unwrap().unwrap(), "rojo=1");
+    assert_eq!(ts(&["_k=1,rojo=1"]).unwrap().unwrap(), "rojo=1");
     // Spaces inside a value are allowed; around a member they are OWS.
     assert_eq!(ts(&["k=in side "]).unwrap().unwrap(), "k=in side");
-    assert_eq!(ts(&["a=1,a=2"]), Err(TraceStateError::DuplicateKey));
-    assert_eq!(ts(&["a=1", "a=2"]), Err(TraceStateError::DuplicateKey));
+    // Of members with the same key, the first is kept.
+    assert_eq!(ts(&["a=1,a=2"]).unwrap().unwrap(), "a=1");
+    assert_eq!(ts(&["a=1", "b=3,a=2"]).unwrap().unwrap(), "a=1,b=3");
     let k = format!("k{}=v", "a".repeat(256));
-    assert_eq!(ts(&[&k]), Err(TraceStateError::Key));
+    assert_eq!(ts(&[&k]), Ok(None));
     let v = format!("k={}", "v".repeat(257));
-    assert_eq!(ts(&[&v]), Err(TraceStateError::Value));
+    assert_eq!(ts(&[&v]), Ok(None));
     // 32 members pass, 33 do not.
     let list = |n: usize| {
         (0..n)
@@ -184,8 +190,8 @@ fn tracestate_rules() {
 
 #[test]
 fn tracestate_non_ascii_is_rejected() {
-    let v = HeaderValue::from_bytes(b"k=caf\xc3\xa9").unwrap();
-    assert_eq!(parse_tracestate([&v]), Err(TraceStateError::Value));
+    let v = HeaderValue::from_bytes(b"k=caf\xc3\xa9,rojo=1").unwrap();
+    assert_eq!(parse_tracestate([&v]).unwrap().unwrap(), "rojo=1");
 }
 
 #[test]
@@ -697,4 +703,24 @@ fn owned_headers_are_never_carried() {
         .correlation_id_header("x-tenant-id")
         .is_err());
     assert!(carried.propagate_header("x-user-id").is_ok());
+}
+
+/// A trace this crate starts says so (Level 2): sampled, and its trace ID
+/// random; a continued trace keeps the caller's flags.
+#[test]
+fn a_started_trace_sets_the_random_flag() {
+    let fresh = Context::from_headers(&HeaderMap::new(), &Config::new());
+    assert_eq!(fresh.flags().bits(), 0x03);
+    assert_eq!(Context::new_root().flags().bits(), 0x03);
+    let mut out = HeaderMap::new();
+    fresh.inject(&mut out, SpanId::random(), &Config::new());
+    assert!(out["traceparent"].to_str().unwrap().ends_with("-03"));
+    let continued = Context::from_headers(
+        &headers(&[(
+            "traceparent",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )]),
+        &Config::new(),
+    );
+    assert_eq!(continued.flags().bits(), 0x01);
 }

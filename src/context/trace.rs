@@ -115,6 +115,9 @@ impl TraceFlags {
     /// cleared, as the Recommendation asks of a participant that does not
     /// know them.
     const KNOWN: u8 = 0x03;
+    /// The flags of a trace this crate starts: sampled, and its trace ID is
+    /// random (Trace Context Level 2).
+    pub(crate) const NEW_TRACE: Self = Self(0x03);
 
     /// Flags from their byte; unknown bits are cleared.
     pub const fn new(bits: u8) -> Self {
@@ -387,25 +390,13 @@ const fn key_char(c: u8) -> bool {
     matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/')
 }
 
+/// Trace Context Level 2: `key = (lcalpha / DIGIT) 0*255(keychar)`, where
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"` (Level 1's
+/// tenant@system form and its 241 and 14 character limits are gone).
 fn valid_key(key: &[u8]) -> bool {
-    match key.iter().position(|&c| c == b'@') {
-        None => {
-            // simple-key = lcalpha 0*255( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
-            (1..=256).contains(&key.len())
-                && key[0].is_ascii_lowercase()
-                && key.iter().all(|&c| key_char(c))
-        }
-        Some(at) => {
-            // tenant-id "@" system-id
-            let (tenant, system) = (&key[..at], &key[at + 1..]);
-            (1..=241).contains(&tenant.len())
-                && (tenant[0].is_ascii_lowercase() || tenant[0].is_ascii_digit())
-                && tenant.iter().all(|&c| key_char(c))
-                && (1..=14).contains(&system.len())
-                && system[0].is_ascii_lowercase()
-                && system.iter().all(|&c| key_char(c))
-        }
-    }
+    (1..=256).contains(&key.len())
+        && (key[0].is_ascii_lowercase() || key[0].is_ascii_digit())
+        && key.iter().all(|&c| key_char(c) || c == b'@')
 }
 
 fn valid_value(value: &[u8]) -> bool {
@@ -424,9 +415,10 @@ fn valid_value(value: &[u8]) -> bool {
 /// copy), or a normalised copy (optional whitespace and empty members
 /// removed, several headers joined, cut to 512 characters).
 ///
-/// Any invalid list-member, a duplicate key or more than 32 members make
-/// the whole header invalid: it is then dropped, as the Recommendation
-/// says.
+/// As Trace Context Level 2 says: an invalid list-member is dropped and the
+/// valid ones are kept; of members with the same key, the first is kept;
+/// more than 32 valid members make the whole header invalid
+/// ([`TraceStateError::TooManyMembers`]), and it is then dropped.
 ///
 /// ```
 /// use http::HeaderValue;
@@ -435,7 +427,9 @@ fn valid_value(value: &[u8]) -> bool {
 /// let v = HeaderValue::from_static("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7");
 /// let out = parse_tracestate([&v]).unwrap().unwrap();
 /// assert_eq!(out, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
-/// assert!(parse_tracestate([&HeaderValue::from_static("Bad=1")]).is_err());
+/// let v = HeaderValue::from_static("Bad=1,rojo=1,rojo=2,1vendor@sys=x");
+/// assert_eq!(parse_tracestate([&v]).unwrap().unwrap(), "rojo=1,1vendor@sys=x");
+/// assert_eq!(parse_tracestate([&HeaderValue::from_static("Bad=1")]), Ok(None));
 /// ```
 pub fn parse_tracestate<'a, I>(values: I) -> Result<Option<HeaderValue>, TraceStateError>
 where
@@ -480,23 +474,22 @@ where
             let lead = part.len() - trim_ows_start(part).len();
             let s = start + lead;
             let e = s + trimmed.len();
-            let eq = trimmed
-                .iter()
-                .position(|&c| c == b'=')
-                .ok_or(TraceStateError::MissingEquals)?;
+            start = end_of_part + 1;
+            let Some(eq) = trimmed.iter().position(|&c| c == b'=') else {
+                // An invalid member goes alone.
+                clean = false;
+                continue;
+            };
             let (key, value) = (&trimmed[..eq], &trimmed[eq + 1..]);
-            if !valid_key(key) {
-                return Err(TraceStateError::Key);
-            }
-            if !valid_value(value) {
-                return Err(TraceStateError::Value);
+            if !valid_key(key) || !valid_value(value) {
+                clean = false;
+                continue;
             }
             if count == TRACESTATE_MAX_MEMBERS {
                 return Err(TraceStateError::TooManyMembers);
             }
             members[count] = (h as u8, s as u16, e as u16, (s + eq) as u16);
             count += 1;
-            start = end_of_part + 1;
         }
     }
     let header = |h: u8| -> &[u8] {
@@ -515,31 +508,35 @@ where
         let (h, s, _, k) = members[i];
         &header(h)[usize::from(s)..usize::from(k)]
     };
+    // Of members with the same key, the first is kept.
+    let mut keep = [true; TRACESTATE_MAX_MEMBERS];
     for i in 1..count {
-        for j in 0..i {
-            if key(i) == key(j) {
-                return Err(TraceStateError::DuplicateKey);
-            }
+        if (0..i).any(|j| keep[j] && key(i) == key(j)) {
+            keep[i] = false;
+            clean = false;
         }
     }
-    if count == 0 {
+    if !keep[..count].contains(&true) {
         return Ok(None);
     }
-    let total: usize = (0..count).map(|i| member(i).len()).sum::<usize>() + count - 1;
+    let total: usize = (0..count)
+        .filter(|&i| keep[i])
+        .map(|i| member(i).len() + 1)
+        .sum::<usize>()
+        - 1;
     if clean && total <= TRACESTATE_MAX_LEN {
         return Ok(first.cloned());
     }
     // Cut to the limit: members over 128 characters go first, then members
     // from the end.
-    let mut keep = [true; TRACESTATE_MAX_MEMBERS];
     let mut len = total;
     for (i, keep) in keep.iter_mut().enumerate().take(count) {
         if len <= TRACESTATE_MAX_LEN {
             break;
         }
-        if member(i).len() > 128 {
+        if *keep && member(i).len() > 128 {
             *keep = false;
-            len -= member(i).len() + 1;
+            len = len.saturating_sub(member(i).len() + 1);
         }
     }
     for i in (0..count).rev() {
