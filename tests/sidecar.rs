@@ -852,3 +852,79 @@ async fn connect_missing_host_and_unknown_codings_are_answered_by_the_sidecar() 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// Out of file descriptors, the sidecar backs off instead of spinning on
+/// `accept` and says so at most once a second; once connections close it
+/// serves again. The descriptor table is made small with `ulimit -n`; the
+/// test waits 1.2 s of real time because the backoff is the sidecar's own
+/// timer on a real socket.
+#[tokio::test]
+async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+        sync::{
+            atomic::{AtomicU32, Ordering},
+            Arc,
+        },
+    };
+    let upstream = serve(upstream()).await;
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 40 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_tower-shield-sidecar"),
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--upstream",
+            &format!("http://{upstream}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("sidecar listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    let reports = Arc::new(AtomicU32::new(0));
+    let counted = reports.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("accept failed") {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    // More idle connections than the table holds.
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let logged = reports.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&logged), "{logged} reports in 1.2 s");
+    drop(idle);
+    let client = hyper_client::<ReqBody>();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            Request::get(format!("http://{addr}/echo"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("served again")
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -679,13 +679,30 @@ async fn serve<S: SidecarService>(
 
 /// Accepts connections and hands each to the worker serving the fewest.
 async fn accept(listener: TcpListener, workers: Vec<Worker>) {
+    // Out of file descriptors and the like: back off (doubling up to a
+    // second, so that a full table is not polled in a tight loop), keep
+    // serving, and say so at most once a second.
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    let mut backoff = FIRST_BACKOFF;
+    let mut last_log: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff = FIRST_BACKOFF;
+                accepted
+            }
             Err(err) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                eprintln!("sidecar: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                unlogged += 1;
+                if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    eprintln!(
+                        "sidecar: accept failed ({unlogged} times since the last report): {err}"
+                    );
+                    last_log = Some(tokio::time::Instant::now());
+                    unlogged = 0;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
