@@ -36,7 +36,8 @@ use std::{error::Error as StdError, fmt, net::SocketAddr, path::Path, time::Dura
 pub struct Config {
     /// `[sidecar]`: where the sidecar listens and what it proxies to.
     pub sidecar: SidecarConfig,
-    /// `[timeout]`: the whole-request timeout.
+    /// `[timeout]`: the timeout of one attempt (under `[retry]`, each
+    /// attempt has its own).
     pub timeout: TimeoutConfig,
     /// `[breaker]`: a circuit breaker; absent means none. The keys are the
     /// methods of [`crate::breaker::Config`].

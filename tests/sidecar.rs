@@ -23,6 +23,18 @@ fn empty() -> ReqBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A GET of `path` from the sidecar at `addr`, through a new client.
+async fn fetch(addr: std::net::SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
+    hyper_client::<ReqBody>()
+        .request(
+            Request::get(format!("http://{addr}{path}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn json(res: http::Response<hyper::body::Incoming>) -> serde_json::Value {
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"))
@@ -686,16 +698,7 @@ async fn upstream_credentials_are_redacted() {
         "{}",
         sidecar.line
     );
-    let client = hyper_client::<ReqBody>();
-    let res = client
-        .request(
-            Request::get(format!("http://{}/_shield/health", sidecar.addr.unwrap()))
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let health = json(res).await;
+    let health = json(fetch(sidecar.addr.unwrap(), "/_shield/health").await).await;
     let text = health.to_string();
     assert!(!text.contains("s3cret"), "{text}");
     assert!(!text.contains("admin"), "{text}");
@@ -788,16 +791,10 @@ async fn out_of_range_settings_are_refused_and_http_is_case_insensitive() {
     }
     let upstream = serve(upstream()).await;
     let sidecar = start_sidecar(&["--upstream", &format!("HTTP://{upstream}")]);
-    let client = hyper_client::<ReqBody>();
-    let res = client
-        .request(
-            Request::get(format!("http://{}/echo", sidecar.addr.unwrap()))
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        fetch(sidecar.addr.unwrap(), "/echo").await.status(),
+        StatusCode::OK
+    );
 }
 
 /// CONNECT, an HTTP/1.1 request without exactly one `Host`, and a transfer

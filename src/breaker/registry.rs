@@ -117,17 +117,14 @@ impl Breakers {
     }
 
     /// The breaker of `key`, made if it does not exist yet.
-    pub(crate) fn for_key(&self, key: String) -> Arc<Breaker> {
-        if let Some(breaker) = self.inner.keyed.get(key.as_str()) {
-            return breaker;
-        }
+    pub(crate) fn for_key(&self, key: &str) -> Arc<Breaker> {
         let config = &self.inner.config;
         self.inner
             .keyed
-            .get_or_insert_with(key.as_str(), || {
+            .get_or_insert_with(key, || {
                 Ok::<_, std::convert::Infallible>(Arc::new(Breaker::new(
                     config.clone(),
-                    key.clone(),
+                    key.to_owned(),
                 )))
             })
             .unwrap_or_else(|never| match never {})

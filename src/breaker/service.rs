@@ -67,7 +67,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let breaker = match self.make_key.make_key(&req) {
-            Some(key) => self.breakers.for_key(key),
+            Some(key) => self.breakers.for_key(&key),
             None => self.breakers.default_ref().clone(),
         };
         match breaker.try_acquire() {
