@@ -12,6 +12,7 @@
 //! | 408, 429 | [`Class::Retryable`] |
 //! | 502, 503, 504 | [`Class::Retryable`] |
 //! | other 5xx | [`Class::Failure`] |
+//! | the caller's own fault (a [`Fault`](crate::error::Fault) with a 4xx status in the error: a malformed, truncated or stalled request body) | [`Class::Success`] (not retried; circuit breakers do not count it at all) |
 //! | connect error, reset, timeout ([`tower::timeout::error::Elapsed`]) | [`Class::Retryable`] |
 //! | any other error | [`Class::Failure`] |
 //!
@@ -177,13 +178,20 @@ impl AsStdError for reqwest::Error {
 
 /// Classifies a transport error by walking its `source()` chain.
 ///
-/// [`Class::Retryable`] when any error in the chain is a tower timeout
+/// [`Class::Success`] when the caller's own request was at fault
+/// ([`is_caller_fault`](crate::error::is_caller_fault)): the callee's health
+/// is not in question. Otherwise [`Class::Retryable`] when any error in the chain is a tower timeout
 /// ([`tower::timeout::error::Elapsed`]) or an I/O error that means the
 /// connection failed or broke (refused, reset, aborted, timed out, not
 /// connected, broken pipe, unexpected end of stream); [`Class::Failure`]
 /// otherwise. hyper-util's and reqwest's connect errors carry the I/O error
 /// as their source, so they are found the same way.
 pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
+    if crate::error::is_caller_fault(error) {
+        // Before the I/O errors: a truncated body's `UnexpectedEof` is the
+        // caller's.
+        return Class::Success;
+    }
     let transient = chain(error).any(|err| {
         err.is::<tower::timeout::error::Elapsed>()
             || err

@@ -149,6 +149,14 @@ impl Fault {
     pub fn is_refused(&self) -> bool {
         self.refused
     }
+
+    /// Whether the failure is the caller's own (its status is 4xx: a
+    /// malformed or stalled request body, say), which says nothing of the
+    /// health of the service it was sent to: circuit breakers do not count
+    /// it and retries do not repeat it.
+    pub fn is_caller_fault(&self) -> bool {
+        self.status.is_client_error()
+    }
 }
 
 impl fmt::Display for Fault {
@@ -199,6 +207,12 @@ pub fn find_fault<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Fault> 
     chain(error)
         .filter_map(|err| err.downcast_ref::<Fault>())
         .last()
+}
+
+/// `true` when the innermost [`Fault`] in `error`'s chain is the caller's
+/// own ([`Fault::is_caller_fault`]).
+pub fn is_caller_fault(error: &(dyn StdError + 'static)) -> bool {
+    find_fault(error).is_some_and(Fault::is_caller_fault)
 }
 
 /// The status, and the `Retry-After` delay if any, that [`error_response`]

@@ -11,8 +11,8 @@
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | context (optional), circuit breaker (optional, any key and classifier), timeout (default 5 s) |
-//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), circuit breaker (optional), timeout |
+//! | [`ClientStack`] | context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout (default 5 s) |
+//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
 //!
 //! Context is outermost on both sides: on a server its span covers the
 //! whole request and even a 504 from the timeout carries the request's IDs;
@@ -22,6 +22,13 @@
 //! The breaker is outside the timeout, so a call that the timeout cuts off
 //! counts for the breaker as a (retryable) failure: a dependency that hangs
 //! opens the breaker just as one that fails does.
+//!
+//! A failure that is the caller's own is not counted: the server stack
+//! wraps each request body ([`CallerBodyLayer`]) so that a malformed or
+//! truncated body is a 400 fault, and a timeout that passes while the body
+//! waits on its caller is a 408 ([`CallerTimeoutLayer`], on both stacks).
+//! The handler of a server stack sees the body as a
+//! [`CallerBody`](crate::body::CallerBody) (axum's `Router` takes any body).
 //!
 //! Retries go outside the client stack, with
 //! `ServiceBuilderExt::retries`:
@@ -52,7 +59,10 @@
 //! # }
 //! ```
 
-use crate::error::ErrorResponseLayer;
+use crate::{
+    body::{CallerBodyLayer, CallerBodyService, CallerTimeout, CallerTimeoutLayer},
+    error::ErrorResponseLayer,
+};
 use std::time::Duration;
 use tower::timeout::Timeout;
 #[cfg(all(feature = "config", feature = "breaker", feature = "context"))]
@@ -249,7 +259,7 @@ pub use configured::{ConfiguredClientStack, ConfiguredServerStack};
 
 impl<S, Ctx, Brk> Layer<S> for ClientStack<Ctx, Brk>
 where
-    Brk: Layer<Timeout<S>>,
+    Brk: Layer<CallerTimeout<Timeout<S>>>,
     Ctx: Layer<Brk::Service>,
 {
     type Service = Ctx::Service;
@@ -257,9 +267,10 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         // The breaker goes outside the timeout, so that a call the timeout
         // cuts off reaches the breaker as a failure (`Elapsed`) instead of
-        // as a dropped, uncounted call.
-        self.context
-            .layer(self.breaker.layer(Timeout::new(inner, self.timeout)))
+        // as a dropped, uncounted call; unless the timeout passed while the
+        // request body was waiting on its caller (`CallerTimeout`).
+        let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
+        self.context.layer(self.breaker.layer(timeout))
     }
 }
 
@@ -353,13 +364,14 @@ impl<Ctx, Brk> ServerStack<Ctx, Brk> {
 
 impl<S, Ctx, Brk> Layer<S> for ServerStack<Ctx, Brk>
 where
-    Brk: Layer<Timeout<S>>,
-    Ctx: Layer<crate::error::ErrorResponse<Brk::Service>>,
+    Brk: Layer<CallerTimeout<Timeout<S>>>,
+    Ctx: Layer<crate::error::ErrorResponse<CallerBodyService<Brk::Service>>>,
 {
     type Service = Ctx::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let guarded = self.breaker.layer(Timeout::new(inner, self.timeout));
+        let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
+        let guarded = CallerBodyLayer::new().layer(self.breaker.layer(timeout));
         self.context.layer(ErrorResponseLayer::new().layer(guarded))
     }
 }

@@ -925,3 +925,82 @@ async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Sends `head_and_body` as raw bytes; with `close`, then ends its half of
+/// the connection. Returns the whole answer, or what came within 10 s.
+async fn raw_partial(addr: std::net::SocketAddr, head_and_body: &str, close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head_and_body.as_bytes()).await.unwrap();
+    if close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Issue 14, item 1: requests whose body is malformed (a bad chunk size),
+/// truncated (the connection ends before `Content-Length` bytes) or slower
+/// than the timeout are the caller's fault: answered 400, 400 and 408, not
+/// counted by the breaker (two failures would open it) and not retried, so
+/// every other caller is still served. The timeout is 300 ms of real time:
+/// it is the sidecar's own timer on a real socket.
+#[tokio::test]
+async fn a_caller_s_bad_body_does_not_open_the_breaker() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let upstream = serve(axum::Router::new().fallback(move |body: Bytes| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { format!("got {} bytes", body.len()) }
+    }))
+    .await;
+    for retry in ["", "[retry]\nmax_attempts = 3\n"] {
+        let file = ConfigFile::new(
+            "caller-fault",
+            &format!(
+                "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\"\n\
+                 [breaker]\nfailure_threshold = 2\nopen_for = \"1h\"\nkey = \"authority\"\n{retry}"
+            ),
+        );
+        let sidecar = start_sidecar(&["--config", file.path()]);
+        let addr = sidecar.addr.unwrap();
+        for method in ["POST", "PUT"] {
+            for (request, close, status) in [
+                (
+                    format!("{method} / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+                    false,
+                    "400",
+                ),
+                (
+                    format!("{method} / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nhello"),
+                    true,
+                    "400",
+                ),
+                (
+                    format!("{method} / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nhello"),
+                    false,
+                    "408",
+                ),
+            ] {
+                let answer = raw_partial(addr, &request, close).await;
+                assert!(
+                    answer.starts_with(&format!("HTTP/1.1 {status}")),
+                    "{retry:?} {request:?}: {answer}"
+                );
+            }
+        }
+        let res = fetch(addr, "/").await;
+        assert_eq!(res.status(), StatusCode::OK, "{retry:?}");
+        let health = json(fetch(addr, "/_shield/health").await).await;
+        let breaker = &health["layers"]["breaker"]["breakers"][0];
+        assert_eq!(breaker["state"], "closed", "{retry:?} {health}");
+        assert_eq!(breaker["failures"], 0, "{retry:?} {health}");
+    }
+    // Only the good GETs reached the upstream whole.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

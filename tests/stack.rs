@@ -456,3 +456,119 @@ fn a_server_stack_gives_its_breakers() {
         .unwrap();
     assert!(breakers.is_empty());
 }
+
+/// Sends `head_and_body` as raw bytes and returns the answer's status line.
+async fn raw_status(addr: std::net::SocketAddr, head_and_body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head_and_body.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = stream.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Issue 14, item 1, on `ServerStack`: a request body slower than the
+/// timeout is the caller's fault, 408, and not counted by the breaker (one
+/// failure would open it); a malformed one is 400.
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn server_stack_blames_a_slow_or_broken_body_on_the_caller() {
+    use tower_shield::breaker::{self, CircuitBreakerLayer};
+    let stack = ServerStack::new()
+        .timeout(Duration::from_secs(2))
+        .circuit_breaker(
+            CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(1)).unwrap(),
+        );
+    let breakers = stack.breakers().unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            axum::routing::post(|body: Bytes| async move { format!("{} bytes", body.len()) }),
+        )
+        .layer(stack);
+    let addr = serve(app).await;
+    for _ in 0..3 {
+        let slow = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nhello";
+        assert_eq!(raw_status(addr, slow).await, "HTTP/1.1 408 Request Timeout");
+        let broken =
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(raw_status(addr, broken).await, "HTTP/1.1 400 Bad Request");
+    }
+    let whole = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(raw_status(addr, whole).await, "HTTP/1.1 200 OK");
+    let breaker = &breakers.all()[0];
+    assert_eq!(breaker.state(), breaker::State::Closed);
+    assert_eq!(breaker.metrics().failures, 0);
+}
+
+/// Issue 14, item 1, on `ClientStack`: with the body wrapped where it comes
+/// from (`CallerBodyLayer`), a request body that stalls past the timeout is
+/// a 408 fault of the caller's and one that fails is a 400; neither counts
+/// for the breaker, and neither is retryable.
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn client_stack_does_not_count_the_caller_s_own_body() {
+    use futures_util::StreamExt;
+    use http_body_util::{combinators::BoxBody, StreamBody};
+    use hyper::body::Frame;
+    use tower_shield::{
+        body::CallerBodyLayer,
+        breaker::{self, CircuitBreakerLayer},
+        error::find_fault,
+    };
+    type Body = BoxBody<Bytes, io::Error>;
+    let stalls = || -> Body {
+        let first = futures_util::stream::iter([Ok(Frame::data(Bytes::from("hello")))]);
+        BodyExt::boxed(StreamBody::new(
+            first.chain(futures_util::stream::pending()),
+        ))
+    };
+    let fails = || -> Body {
+        let frames = [
+            Ok(Frame::data(Bytes::from("hello"))),
+            Err(io::Error::other("the source broke")),
+        ];
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    };
+    let upstream = serve(upstream()).await;
+    let stack = ClientStack::new()
+        .timeout(Duration::from_secs(2))
+        .circuit_breaker(
+            CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(1)).unwrap(),
+        );
+    let breakers = stack.breakers().unwrap();
+    let client = ServiceBuilder::new()
+        .layer(CallerBodyLayer::new())
+        .client_stack(stack)
+        .service(hyper_client());
+    let put = |body: Body| {
+        client.clone().oneshot(
+            Request::put(format!("http://{upstream}/sink"))
+                .body(body)
+                .unwrap(),
+        )
+    };
+    for _ in 0..3 {
+        for (body, status) in [
+            (stalls(), StatusCode::REQUEST_TIMEOUT),
+            (fails(), StatusCode::BAD_REQUEST),
+        ] {
+            let err = put(body).await.unwrap_err();
+            assert_eq!(find_fault(&*err).map(|f| f.status()), Some(status), "{err}");
+            assert_eq!(status_for(&*err).0, status);
+            assert_eq!(
+                ServerErrorsAsFailures::new().classify(&Err::<Response<()>, _>(err)),
+                Class::Success
+            );
+        }
+    }
+    let whole = BodyExt::boxed(Full::new(Bytes::from("hello")).map_err(|never| match never {}));
+    assert_eq!(put(whole).await.unwrap().status(), StatusCode::OK);
+    let breaker = &breakers.all()[0];
+    assert_eq!(breaker.state(), breaker::State::Closed);
+    assert_eq!(breaker.metrics().failures, 0);
+}

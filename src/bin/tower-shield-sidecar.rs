@@ -40,7 +40,7 @@ use std::{
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
-    body::ReplayBody,
+    body::{CallerBody, CallerBodyLayer, ReplayBody},
     breaker::Breakers,
     config::{Config, ConfigError},
     context::ServerContextLayer,
@@ -297,7 +297,7 @@ where
 /// benches/wrk_vs_nginx.sh measured the difference (BENCHMARKS.md).
 /// What the upstream client sends: the request body as the retry layer
 /// hands it down (replayable when it was read ahead, streaming otherwise).
-type UpBody = ReplayBody<Incoming>;
+type UpBody = ReplayBody<CallerBody<Incoming>>;
 
 #[derive(Clone)]
 struct UpstreamClient {
@@ -482,6 +482,9 @@ impl http_body::Body for PooledBody {
 /// layers, from which [`App::service`] builds each connection's stack.
 struct App {
     client: UpstreamClient,
+    /// Wraps each request's body where it arrives: its failures are the
+    /// caller's, and a read of it (ahead, for a retry) has a deadline.
+    caller: CallerBodyLayer,
     context: tower::util::Either<ServerContextLayer, tower::layer::util::Identity>,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
@@ -505,6 +508,7 @@ fn app(
         .transpose()?;
     Ok(App {
         client: UpstreamClient::new(&upstream.parse()?, config.timeout.request)?,
+        caller: CallerBodyLayer::new().deadline(config.timeout.request),
         context: tower::util::option_layer(context.map(ServerContextLayer::new)),
         proxy: ReverseProxyLayer::new(upstream.parse()?)?,
         retry: retry.clone(),
@@ -534,6 +538,7 @@ impl App {
     /// own.
     fn service(&self, peer: SocketAddr) -> impl SidecarService {
         let proxy = ServiceBuilder::new()
+            .layer(self.caller)
             .layer(self.context.clone())
             .error_responses()
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
@@ -553,9 +558,10 @@ impl App {
     /// layers that are not configured are left out of the type altogether.
     fn plain_service(&self, peer: SocketAddr) -> impl SidecarService {
         let proxy = ServiceBuilder::new()
+            .layer(self.caller)
             .error_responses()
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
-            .map_request(|req: Request<Incoming>| req.map(ReplayBody::passthrough))
+            .map_request(|req: Request<CallerBody<Incoming>>| req.map(ReplayBody::passthrough))
             .client_stack(self.stack.clone())
             .service(self.client.clone());
         Health {

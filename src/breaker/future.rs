@@ -3,6 +3,7 @@
 use super::{state::Permit, Breaker, Open};
 use crate::{
     classify::{retry_after, Classify},
+    error::is_caller_fault,
     BoxError,
 };
 use http::Response;
@@ -85,6 +86,13 @@ where
             } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
                 if let Some(mut guard) = guard.take() {
+                    if result.as_ref().is_err_and(|err| is_caller_fault(&**err)) {
+                        // The caller's own request failed (a malformed or
+                        // stalled body): it says nothing of the callee's
+                        // health, so the call is not counted at all (the
+                        // guard frees its permit, as for a dropped call).
+                        return Poll::Ready(result);
+                    }
                     let class = classifier.classify(&result);
                     if let Some(delay) = result.as_ref().ok().and_then(retry_after) {
                         guard.breaker.open_for_retry_after(delay);

@@ -16,6 +16,10 @@
 //! response cache: it returns the whole body when it fits, and the untouched
 //! stream when it does not.
 //!
+//! [`CallerBody`] and its layers tell a caller's failures (a malformed,
+//! truncated or stalled request body) from the callee's, so that they never
+//! count against the callee's health.
+//!
 //! # Example
 //!
 //! ```
@@ -33,6 +37,13 @@
 //! assert_eq!(again.collect().await.unwrap().to_bytes(), "hello");
 //! # }
 //! ```
+
+mod caller;
+
+pub use caller::{
+    BodyProgress, CallerBody, CallerBodyLayer, CallerBodyService, CallerTimeout,
+    CallerTimeoutFuture, CallerTimeoutLayer,
+};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;

@@ -1,0 +1,371 @@
+//! Telling the caller's failures from the callee's.
+//!
+//! A request whose body is malformed, cut short or slower than the deadline
+//! fails, but not because the service it was sent to is unhealthy. Counted
+//! as that service's failure, five such requests from one client would open
+//! a circuit breaker for every client. So the body of a request is wrapped
+//! where it enters ([`CallerBodyLayer`]): its errors become a
+//! [`Fault`] with status 400, and it records whether it is waiting for the
+//! caller's bytes. A timeout that passes while it is
+//! ([`CallerTimeoutLayer`], just outside the timeout) becomes a 408 fault.
+//! A fault with a 4xx status is the caller's own
+//! ([`Fault::is_caller_fault`]): the circuit breaker does not count it,
+//! the retry layer does not retry it, and
+//! [`error_response`](crate::error::error_response) answers with its status.
+//!
+//! The stacks place both layers; the sidecar wraps every request body where
+//! it arrives.
+
+use crate::{
+    error::{chain, Fault},
+    BoxError,
+};
+use http::{Request, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+const RECEIVING: u8 = 0;
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
+
+/// Where a request body stands, shared between the body (a
+/// [`CallerBody`]) and the layers around the call, which find it in the
+/// request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct BodyProgress(Arc<AtomicU8>);
+
+impl BodyProgress {
+    /// `true` while whoever reads the body is waiting for the caller to
+    /// send more of it: the last read found no bytes, and the body has not
+    /// ended.
+    pub fn is_waiting_on_caller(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == WAITING
+    }
+
+    /// `true` once the body has ended, or failed.
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DONE
+    }
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+}
+
+/// The error of a [`CallerBody`] whose deadline passed while it waited for
+/// the caller's bytes.
+#[derive(Debug)]
+struct TooSlow(Duration);
+
+impl fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the request body did not arrive within {:?}", self.0)
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+/// A fault of the caller's, as an error.
+fn caller_fault(status: StatusCode, source: impl Into<BoxError>) -> BoxError {
+    Box::new(Fault::new(status).with_source(source))
+}
+
+pin_project! {
+    /// A request body as it arrives from the caller: its errors are the
+    /// caller's faults (400), and past its deadline, a wait for the
+    /// caller's bytes fails with a 408 fault. See the [module docs](self).
+    pub struct CallerBody<B> {
+        #[pin]
+        inner: B,
+        // `None` for a body that was empty from the start.
+        progress: Option<BodyProgress>,
+        deadline: Option<(Instant, Duration)>,
+        // Made on the first wait, so a body that arrives at once costs no timer.
+        sleep: Option<Pin<Box<Sleep>>>,
+        failed: bool,
+    }
+}
+
+impl<B: Body> CallerBody<B> {
+    /// Wraps `body`; the progress it reports, if it is not empty.
+    pub fn new(body: B) -> (Self, Option<BodyProgress>) {
+        let progress = (!body.is_end_stream()).then(BodyProgress::default);
+        let wrapped = Self {
+            inner: body,
+            progress: progress.clone(),
+            deadline: None,
+            sleep: None,
+            failed: false,
+        };
+        (wrapped, progress)
+    }
+
+    /// Fails a wait for the caller's bytes once `timeout` has passed since
+    /// now.
+    pub fn deadline(mut self, timeout: Duration) -> Self {
+        self.deadline = Some((Instant::now() + timeout, timeout));
+        self
+    }
+}
+
+impl<B> fmt::Debug for CallerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerBody")
+            .field("progress", &self.progress)
+            .field("deadline", &self.deadline.map(|(_, d)| d))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for CallerBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        let set = |state| {
+            if let Some(p) = this.progress.as_ref() {
+                p.set(state);
+            }
+        };
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                set(WAITING);
+                let Some((at, timeout)) = *this.deadline else {
+                    return Poll::Pending;
+                };
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                ready!(sleep.as_mut().poll(cx));
+                *this.failed = true;
+                set(DONE);
+                return Poll::Ready(Some(Err(caller_fault(
+                    StatusCode::REQUEST_TIMEOUT,
+                    TooSlow(timeout),
+                ))));
+            }
+        };
+        match frame {
+            None => {
+                set(DONE);
+                Poll::Ready(None)
+            }
+            Some(Ok(frame)) => {
+                set(RECEIVING);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                *this.failed = true;
+                set(DONE);
+                Poll::Ready(Some(Err(caller_fault(StatusCode::BAD_REQUEST, err))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.failed {
+            return SizeHint::with_exact(0);
+        }
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps every request body in a [`CallerBody`] and puts its
+/// [`BodyProgress`] in the request's extensions, for a
+/// [`CallerTimeoutLayer`] further in. Goes where requests arrive from their
+/// callers: outside the circuit breaker, the retries and the timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerBodyLayer {
+    deadline: Option<Duration>,
+}
+
+impl CallerBodyLayer {
+    /// Wraps bodies without a deadline of their own (a timeout further in
+    /// bounds the call).
+    pub const fn new() -> Self {
+        Self { deadline: None }
+    }
+
+    /// Fails a wait for the caller's bytes (408) once `timeout` has passed
+    /// since the request arrived: for a body read outside any timeout, as a
+    /// retry layer reads a body ahead to replay it.
+    pub const fn deadline(mut self, timeout: Duration) -> Self {
+        self.deadline = Some(timeout);
+        self
+    }
+}
+
+impl<S> Layer<S> for CallerBodyLayer {
+    type Service = CallerBodyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallerBodyService {
+            inner,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// The service of [`CallerBodyLayer`].
+#[derive(Debug, Clone)]
+pub struct CallerBodyService<S> {
+    inner: S,
+    deadline: Option<Duration>,
+}
+
+impl<S> CallerBodyService<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S, B> Service<Request<B>> for CallerBodyService<S>
+where
+    S: Service<Request<CallerBody<B>>>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let (mut body, progress) = CallerBody::new(body);
+        if let Some(progress) = progress {
+            if let Some(timeout) = self.deadline {
+                body = body.deadline(timeout);
+            }
+            parts.extensions.insert(progress);
+        }
+        self.inner.call(Request::from_parts(parts, body))
+    }
+}
+
+/// Turns a timeout ([`tower::timeout::error::Elapsed`]) that passed while
+/// the request's body was waiting on its caller into a 408 fault: the
+/// caller was too slow, not the service. Goes just outside the timeout and
+/// inside the circuit breaker; reads the [`BodyProgress`] a
+/// [`CallerBodyLayer`] put in the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerTimeoutLayer {
+    _priv: (),
+}
+
+impl CallerTimeoutLayer {
+    /// Creates the layer.
+    pub const fn new() -> Self {
+        Self { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for CallerTimeoutLayer {
+    type Service = CallerTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallerTimeout { inner }
+    }
+}
+
+/// The service of [`CallerTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct CallerTimeout<S> {
+    inner: S,
+}
+
+impl<S> CallerTimeout<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S, B> Service<Request<B>> for CallerTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = CallerTimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let progress = req.extensions().get::<BodyProgress>().cloned();
+        CallerTimeoutFuture {
+            inner: self.inner.call(req),
+            progress,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`CallerTimeout`].
+    #[derive(Debug)]
+    pub struct CallerTimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        progress: Option<BodyProgress>,
+    }
+}
+
+impl<F, T, E> Future for CallerTimeoutFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let err: BoxError = match ready!(this.inner.poll(cx)) {
+            Ok(res) => return Poll::Ready(Ok(res)),
+            Err(err) => err.into(),
+        };
+        let caller_was_slow = this
+            .progress
+            .as_ref()
+            .is_some_and(BodyProgress::is_waiting_on_caller)
+            && chain(&*err).any(|e| e.is::<tower::timeout::error::Elapsed>());
+        if caller_was_slow {
+            // The timeout's own error is left out: it would make the
+            // answer a 504.
+            return Poll::Ready(Err(caller_fault(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )));
+        }
+        Poll::Ready(Err(err))
+    }
+}
