@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn retry_section() {
         let config = Config::from_toml(
-            "[retry]\nmax_attempts = 4\nbase_delay = \"50ms\"\nmax_delay = \"2s\"\nmultiplier = 3.0\njitter = \"equal\"\ndeadline = \"5s\"\nbudget_percent = 10\nmax_replay_body = 1024\nretry_non_idempotent = true\nrespect_retry_after = false\nmax_retry_after = \"10s\"\n",
+            "[retry]\nmax_attempts = 4\nbase_delay = \"50ms\"\nmax_delay = \"2s\"\nmultiplier = 3.0\njitter = \"equal\"\ndeadline = \"5s\"\nbudget_percent = 10\nmax_replay_body = 1024\nmax_replay_total = 4096\nretry_non_idempotent = true\nrespect_retry_after = false\nmax_retry_after = \"10s\"\n",
         )
         .unwrap();
         let expected = crate::retry::Config::default()
@@ -462,6 +462,7 @@ mod tests {
             .deadline(Duration::from_secs(5))
             .budget_percent(10.0)
             .max_replay_body(1024)
+            .max_replay_total(4096)
             .retry_non_idempotent(true)
             .respect_retry_after(false)
             .max_retry_after(Duration::from_secs(10));

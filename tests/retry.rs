@@ -623,3 +623,57 @@ async fn the_policy_drives_towers_own_retry() {
         .iter()
         .all(|(m, digest, _)| m == Method::PUT && digest == &support::sha256_hex(b"again")));
 }
+
+/// Issue 14, item 3: the bytes held for replay across all requests in
+/// flight are bounded by `max_replay_total`; past it, a request's body
+/// streams through unreplayable instead of being held, and once the bytes
+/// are let go the next request is read ahead again.
+#[tokio::test]
+async fn bytes_held_for_replay_are_bounded_across_requests() {
+    use futures_util::StreamExt;
+    type Frames =
+        Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Unpin>;
+    let body = |stall: bool| -> StreamBody<Frames> {
+        let first = stream::iter([Ok(Frame::data(Bytes::from(vec![7u8; 600])))]);
+        StreamBody::new(if stall {
+            Box::new(first.chain(stream::pending()))
+        } else {
+            Box::new(first)
+        })
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let layer = RetryLayer::new(
+        Config::default()
+            .max_replay_body(1024)
+            .max_replay_total(1000),
+    )
+    .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(
+            move |req: Request<ReplayBody<StreamBody<Frames>>>| {
+                log.lock().unwrap().push(req.body().is_replayable());
+                async { Ok::<_, Infallible>(http::Response::new(())) }
+            },
+        ));
+    let put = |stall| {
+        Request::put("http://127.0.0.1/x")
+            .body(body(stall))
+            .unwrap()
+    };
+    // The first holds 600 bytes while its body stalls.
+    let mut stalled = tokio::spawn(svc.clone().oneshot(put(true)));
+    tokio::task::yield_now().await;
+    // 600 more would pass 1000: the second streams through unreplayable.
+    svc.clone().oneshot(put(false)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [false]);
+    assert!(tokio::time::timeout(Duration::from_millis(1), &mut stalled)
+        .await
+        .is_err());
+    stalled.abort();
+    let _ = stalled.await;
+    // Its bytes are let go: the next is held for replay again.
+    svc.clone().oneshot(put(false)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [false, true]);
+}

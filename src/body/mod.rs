@@ -54,17 +54,122 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{ready, Context, Poll},
 };
 
 /// A whole body held in memory: its data chunks, as they arrived, and its
 /// trailers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Buffered {
     chunks: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     len: u64,
+    // What it holds of a `ReplayBudget`, given back when it is dropped.
+    held: Option<Held>,
+}
+
+impl Clone for Buffered {
+    /// A copy shares the chunks (reference counts) and holds nothing of
+    /// the original's [`ReplayBudget`].
+    fn clone(&self) -> Self {
+        Self {
+            chunks: self.chunks.clone(),
+            trailers: self.trailers.clone(),
+            len: self.len,
+            held: None,
+        }
+    }
+}
+
+/// A limit on the bytes that all the bodies read ahead under it hold at
+/// once ([`Buffer::within`]); clones share it. A read-ahead that would pass
+/// the limit stops there, and its body streams on unreplayable, as one over
+/// its own limit does.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower_shield::body::{ReplayBody, ReplayBudget};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let budget = ReplayBudget::new(8);
+/// let first = ReplayBody::buffer(Full::new(Bytes::from("12345")), 64)
+///     .within(&budget)
+///     .await
+///     .unwrap();
+/// assert!(first.is_replayable());
+/// assert_eq!(budget.held(), 5);
+/// let second = ReplayBody::buffer(Full::new(Bytes::from("67890")), 64)
+///     .within(&budget)
+///     .await
+///     .unwrap();
+/// assert!(!second.is_replayable());
+/// drop(first);
+/// assert_eq!(budget.held(), 0);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReplayBudget {
+    shared: Arc<BudgetShared>,
+}
+
+#[derive(Debug)]
+struct BudgetShared {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl ReplayBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            shared: Arc::new(BudgetShared {
+                limit: limit as u64,
+                held: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The bytes held under it now.
+    pub fn held(&self) -> u64 {
+        self.shared.held.load(Ordering::Relaxed)
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.shared.limit
+    }
+
+    fn try_take(&self, bytes: u64) -> bool {
+        let limit = self.shared.limit;
+        self.shared
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|&total| total <= limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes held under a [`ReplayBudget`], given back when dropped.
+#[derive(Debug)]
+struct Held {
+    budget: ReplayBudget,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget
+            .shared
+            .held
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Buffered {
@@ -80,6 +185,7 @@ impl Buffered {
             chunks,
             trailers: None,
             len,
+            held: None,
         }
     }
 
@@ -192,6 +298,7 @@ where
             body: Some(body),
             read: Buffered::default(),
             limit: limit as u64,
+            budget: None,
         }
     }
 }
@@ -203,6 +310,16 @@ pub struct Buffer<B> {
     body: Option<B>,
     read: Buffered,
     limit: u64,
+    budget: Option<ReplayBudget>,
+}
+
+impl<B> Buffer<B> {
+    /// Holds what is read under `budget` too: a body that would take it
+    /// past its limit is not kept, and streams on unreplayable.
+    pub fn within(mut self, budget: &ReplayBudget) -> Self {
+        self.budget = Some(budget.clone());
+        self
+    }
 }
 
 impl<B: Body + Unpin> Future for Buffer<B> {
@@ -236,11 +353,26 @@ impl<B: Body + Unpin> Future for Buffer<B> {
             match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
-                    this.read.len += data.len() as u64;
+                    let n = data.len() as u64;
+                    this.read.len += n;
                     if !data.is_empty() {
                         this.read.chunks.push(data);
                     }
-                    if this.read.len > this.limit {
+                    let fits = this.read.len <= this.limit
+                        && this.budget.as_ref().is_none_or(|budget| {
+                            let taken = budget.try_take(n);
+                            if taken {
+                                this.read
+                                    .held
+                                    .get_or_insert_with(|| Held {
+                                        budget: budget.clone(),
+                                        bytes: 0,
+                                    })
+                                    .bytes += n;
+                            }
+                            taken
+                        });
+                    if !fits {
                         let read = std::mem::take(&mut this.read);
                         let prefix = read.chunks.into_iter().map(Frame::data).collect();
                         let body = this.body.take().expect("checked above");

@@ -83,6 +83,7 @@ pub struct Config {
     pub(crate) budget_percent: f64,
     pub(crate) budget_min_per_sec: u32,
     pub(crate) max_replay_body: usize,
+    pub(crate) max_replay_total: usize,
     pub(crate) retry_non_idempotent: bool,
     pub(crate) respect_retry_after: bool,
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
@@ -101,6 +102,7 @@ impl Default for Config {
             budget_percent: 20.0,
             budget_min_per_sec: 10,
             max_replay_body: 64 * 1024,
+            max_replay_total: 32 * 1024 * 1024,
             retry_non_idempotent: false,
             respect_retry_after: true,
             max_retry_after: Duration::from_secs(30),
@@ -171,6 +173,15 @@ impl Config {
     /// on the first attempt and is not retried.
     pub fn max_replay_body(mut self, bytes: usize) -> Self {
         self.max_replay_body = bytes;
+        self
+    }
+
+    /// The most bytes that the bodies read ahead for replay may hold at
+    /// once, across every request in flight through the layer's services
+    /// (default 32 MiB). Past it, a request's body is not kept: it goes out
+    /// streaming on the first attempt and is not retried.
+    pub fn max_replay_total(mut self, bytes: usize) -> Self {
+        self.max_replay_total = bytes;
         self
     }
 

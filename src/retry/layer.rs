@@ -2,6 +2,7 @@
 
 use super::{Config, InvalidConfig, Retry, RetryBudget, RetryPolicy};
 use crate::{
+    body::ReplayBudget,
     classify::ServerErrorsAsFailures,
     telemetry::{Instrument, Kind, Record, Source},
 };
@@ -28,6 +29,8 @@ pub struct Metrics {
 pub(super) struct Shared {
     pub(super) config: Config,
     pub(super) budget: RetryBudget,
+    /// What the bodies read ahead hold, across every request in flight.
+    pub(super) replay: ReplayBudget,
     pub(super) retries: AtomicU64,
     pub(super) exhausted: AtomicU64,
 }
@@ -64,6 +67,7 @@ impl RetryLayer {
         let budget = RetryBudget::new(config.budget_percent, config.budget_min_per_sec);
         Ok(Self {
             shared: Arc::new(Shared {
+                replay: ReplayBudget::new(config.max_replay_total),
                 config,
                 budget,
                 retries: AtomicU64::new(0),

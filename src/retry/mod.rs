@@ -30,7 +30,13 @@
 //!   once and replayed byte for byte; a larger body, or one of unknown
 //!   length that outgrows the limit, goes out streaming on the first
 //!   attempt and is not retried. A request that cannot be retried is never
-//!   buffered and its head is never copied.
+//!   buffered and its head is never copied. All the bodies read ahead at
+//!   once hold at most [`Config::max_replay_total`] (32 MiB by default);
+//!   past it, a body streams through unreplayable. A read-ahead waits on
+//!   the caller outside any timeout of the stack inside, so where requests
+//!   come from callers, wrap their bodies with a deadline
+//!   ([`CallerBodyLayer::deadline`](crate::body::CallerBodyLayer::deadline)),
+//!   as the sidecar does: a body that stalls is then a 408.
 //! - At most [`Config::max_attempts`] attempts (3 by default, the first
 //!   included), none starting after the [deadline](Config::deadline).
 //! - A retry budget, shared by every clone of a layer's services: retries

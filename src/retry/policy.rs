@@ -55,6 +55,11 @@ impl<C> RetryPolicy<C> {
     }
 
     /// Counts one request in the retry budget.
+    /// The bytes every request's read-ahead may hold together.
+    pub(super) fn replay_budget(&self) -> &crate::body::ReplayBudget {
+        &self.shared.replay
+    }
+
     pub(super) fn deposit(&self) {
         self.shared.budget.deposit();
     }

@@ -97,7 +97,7 @@ where
         let ready = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         ResponseFuture::buffering(
-            ReplayBody::buffer(body, limit),
+            ReplayBody::buffer(body, limit).within(self.policy.replay_budget()),
             Retrying {
                 service: ready,
                 policy: self.policy.clone(),
