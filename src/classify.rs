@@ -584,6 +584,67 @@ pub fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
     )
 }
 
+/// The outcome of a call that is known only once its response body has
+/// been read: a body that stalls or breaks after a successful head.
+///
+/// A layer that watches response bodies (the client stack's body idle
+/// timeout) puts one in the response's extensions; a layer further out
+/// that judges calls (a circuit breaker) finds it there when the head
+/// arrives and [listens](Self::listen); when the body fails, the watcher
+/// [reports](Self::report) it, and the listener counts one more failure.
+/// The two layers never name each other.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use tower_shield::classify::{Class, LateOutcome};
+///
+/// let late = LateOutcome::new();
+/// let heard = Arc::new(Mutex::new(None));
+/// let sink = heard.clone();
+/// late.clone().listen(move |class| *sink.lock().unwrap() = Some(class));
+/// late.report(Class::Retryable);
+/// assert_eq!(*heard.lock().unwrap(), Some(Class::Retryable));
+/// ```
+#[derive(Clone, Default)]
+pub struct LateOutcome {
+    listener: std::sync::Arc<std::sync::Mutex<Option<Listener>>>,
+}
+
+type Listener = Box<dyn FnOnce(Class) + Send>;
+
+impl LateOutcome {
+    /// A slot with no listener.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `f` with the class of the body's failure, if it fails. A later
+    /// listener replaces an earlier one: the nearest judge outside hears it.
+    pub fn listen(&self, f: impl FnOnce(Class) + Send + 'static) {
+        *self.lock() = Some(Box::new(f));
+    }
+
+    /// Reports that the body failed; the listener, if any, hears it once.
+    pub fn report(&self, class: Class) {
+        let listener = self.lock().take();
+        if let Some(listener) = listener {
+            listener(class);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Listener>> {
+        self.listener.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for LateOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LateOutcome")
+            .field("listening", &self.lock().is_some())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

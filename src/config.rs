@@ -222,7 +222,7 @@ impl ContextConfig {
 }
 
 /// `[sidecar]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct SidecarConfig {
@@ -234,28 +234,79 @@ pub struct SidecarConfig {
     /// `workers`: how many threads serve connections, each with its own
     /// listener and connection pool; default: one per CPU.
     pub workers: Option<usize>,
+    /// `header_read_timeout`: how long a connection may take to send a
+    /// request's head, from the moment it is accepted or its previous
+    /// response was sent; then it is closed (default 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// `idle_timeout`: how long a keep-alive connection may sit between
+    /// requests, with no request in flight and nothing read or written;
+    /// then it is closed (default 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// `max_connections`: the most client connections served at once; at
+    /// the limit, new connections wait in the listen backlog until one
+    /// closes. Default: half the file-descriptor limit less 64 (each
+    /// connection may hold one upstream connection too), at least 1.
+    pub max_connections: Option<usize>,
+    /// `log`: what is logged to stderr, as `RUST_LOG` takes it (`"warn"`,
+    /// `"info,tower_shield=debug"`); `RUST_LOG` wins when set. Default
+    /// `"info"`.
+    pub log: Option<String>,
 }
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream: None,
+            workers: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: None,
+            log: None,
+        }
+    }
+}
+
+/// The default `[sidecar] header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `[sidecar] idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `[timeout]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct TimeoutConfig {
-    /// `request`: how long one attempt may take, default `"5s"`
-    /// ([`DEFAULT_TIMEOUT`](crate::stack::DEFAULT_TIMEOUT)).
+    /// `request`: how long one attempt may take to answer with a response
+    /// head, default `"5s"` ([`DEFAULT_TIMEOUT`](crate::stack::DEFAULT_TIMEOUT)).
+    /// Under `[retry]`, each attempt has its own.
     #[serde(deserialize_with = "duration")]
     pub request: Duration,
+    /// `body_idle`: how long a response body may send nothing between two
+    /// frames; then the call fails, its connection is ended and it counts
+    /// as the upstream's failure. Default `"30s"`
+    /// ([`DEFAULT_BODY_IDLE`](crate::stack::DEFAULT_BODY_IDLE)).
+    #[serde(deserialize_with = "duration")]
+    pub body_idle: Duration,
+    /// `total`: how long a whole call may take to answer, every attempt and
+    /// the delays between them included; absent means no such limit.
+    #[serde(deserialize_with = "opt_duration")]
+    pub total: Option<Duration>,
 }
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
         Self {
             request: crate::stack::DEFAULT_TIMEOUT,
+            body_idle: crate::stack::DEFAULT_BODY_IDLE,
+            total: None,
         }
     }
 }
 
-#[cfg(feature = "context")]
 fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     duration(de).map(Some)
 }
@@ -349,10 +400,24 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.timeout.request.is_zero() {
+        for (field, value) in [
+            ("timeout.request", Some(self.timeout.request)),
+            ("timeout.body_idle", Some(self.timeout.body_idle)),
+            ("timeout.total", self.timeout.total),
+            (
+                "sidecar.header_read_timeout",
+                Some(self.sidecar.header_read_timeout),
+            ),
+            ("sidecar.idle_timeout", Some(self.sidecar.idle_timeout)),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(ConfigError::field(field, "must be greater than zero"));
+            }
+        }
+        if self.sidecar.max_connections == Some(0) {
             return Err(ConfigError::field(
-                "timeout.request",
-                "must be greater than zero",
+                "sidecar.max_connections",
+                "must be at least 1",
             ));
         }
         if let Some(workers) = self.sidecar.workers {
@@ -404,10 +469,18 @@ mod tests {
         assert_eq!(empty.timeout.request, Duration::from_secs(5));
         assert!(empty.sidecar.upstream.is_none());
         let full = Config::from_toml(
-            "[sidecar]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://127.0.0.1:9000/api\"\n[timeout]\nrequest = \"1m 30s\"\n",
+            "[sidecar]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://127.0.0.1:9000/api\"\n\
+             header_read_timeout = \"2s\"\nidle_timeout = \"30s\"\nmax_connections = 100\nlog = \"warn\"\n\
+             [timeout]\nrequest = \"1m 30s\"\nbody_idle = \"10s\"\ntotal = \"3m\"\n",
         )
         .unwrap();
         assert_eq!(full.timeout.request, Duration::from_secs(90));
+        assert_eq!(full.timeout.body_idle, Duration::from_secs(10));
+        assert_eq!(full.timeout.total, Some(Duration::from_secs(180)));
+        assert_eq!(full.sidecar.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(full.sidecar.idle_timeout, Duration::from_secs(30));
+        assert_eq!(full.sidecar.max_connections, Some(100));
+        assert_eq!(full.sidecar.log.as_deref(), Some("warn"));
         assert_eq!(full.sidecar.listen, Some("127.0.0.1:8080".parse().unwrap()));
     }
 
@@ -480,6 +553,18 @@ mod tests {
     fn code_and_toml_defaults_agree() {
         let config = Config::from_toml("[timeout]\n[sidecar]\n").unwrap();
         assert_eq!(config.timeout.request, crate::stack::DEFAULT_TIMEOUT);
+        assert_eq!(config.timeout.body_idle, crate::stack::DEFAULT_BODY_IDLE);
+        assert_eq!(config.timeout.total, None);
+        assert_eq!(
+            config.sidecar.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT
+        );
+        assert_eq!(config.sidecar.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(config.sidecar.max_connections, None);
+        assert_eq!(
+            format!("{:?}", config.sidecar),
+            format!("{:?}", SidecarConfig::default())
+        );
         #[cfg(feature = "breaker")]
         {
             let config = Config::from_toml("[breaker]\n").unwrap();
@@ -510,6 +595,22 @@ mod tests {
             ),
             ("[timeout]\nrequest = 5", "invalid type"),
             ("[timeout]\nrequest = \"0s\"", "`timeout.request`"),
+            ("[timeout]\nbody_idle = \"0s\"", "`timeout.body_idle`"),
+            ("[timeout]\ntotal = \"0s\"", "`timeout.total`"),
+            ("[timeout]\ntotal = \"soon\"", "invalid duration \"soon\""),
+            (
+                "[sidecar]\nheader_read_timeout = \"0s\"",
+                "`sidecar.header_read_timeout`",
+            ),
+            (
+                "[sidecar]\nidle_timeout = \"0ms\"",
+                "`sidecar.idle_timeout`",
+            ),
+            (
+                "[sidecar]\nmax_connections = 0",
+                "`sidecar.max_connections`",
+            ),
+            ("[sidecar]\nmax_connections = -1", "invalid value"),
             #[cfg(feature = "retry")]
             ("[retry]\nmax_attempts = 0", "`retry.max_attempts`"),
             #[cfg(feature = "retry")]

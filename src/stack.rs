@@ -11,7 +11,7 @@
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout (default 5 s) |
+//! | [`ClientStack`] | context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout of the response head (default 5 s), [`IdleTimeoutLayer`] between the frames of its body (default 30 s) |
 //! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
 //!
 //! Context is outermost on both sides: on a server its span covers the
@@ -60,7 +60,10 @@
 //! ```
 
 use crate::{
-    body::{CallerBodyLayer, CallerBodyService, CallerTimeout, CallerTimeoutLayer},
+    body::{
+        CallerBodyLayer, CallerBodyService, CallerTimeout, CallerTimeoutLayer, IdleTimeout,
+        IdleTimeoutLayer,
+    },
     error::ErrorResponseLayer,
 };
 use std::time::Duration;
@@ -73,6 +76,10 @@ use tower_layer::{Identity, Layer};
 
 /// The default per-attempt timeout of both stacks.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default longest wait between two frames of a response body, on the
+/// client stack.
+pub const DEFAULT_BODY_IDLE: Duration = Duration::from_secs(30);
 
 /// The timeout a stack without one has: so far away that it never fires
 /// (tokio caps it at about 30 years).
@@ -88,6 +95,7 @@ const NEVER: Duration = Duration::MAX;
 #[derive(Debug, Clone)]
 pub struct ClientStack<Ctx = Identity, Brk = Identity> {
     timeout: Duration,
+    body_idle: Option<Duration>,
     context: Ctx,
     breaker: Brk,
 }
@@ -99,10 +107,12 @@ impl Default for ClientStack {
 }
 
 impl ClientStack {
-    /// The stack with its defaults: a 5 s timeout.
+    /// The stack with its defaults: a 5 s timeout for the response head,
+    /// and 30 s between the frames of its body.
     pub const fn new() -> Self {
         Self {
             timeout: DEFAULT_TIMEOUT,
+            body_idle: Some(DEFAULT_BODY_IDLE),
             context: Identity::new(),
             breaker: Identity::new(),
         }
@@ -110,9 +120,24 @@ impl ClientStack {
 }
 
 impl<Ctx, Brk> ClientStack<Ctx, Brk> {
-    /// Sets the timeout of one call (of one attempt, under a retry layer).
+    /// Sets the timeout of one call (of one attempt, under a retry layer):
+    /// how long it may take to answer with a response head.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the longest wait between two frames of a response body
+    /// ([`IdleTimeoutLayer`]): past it the body fails, its connection is
+    /// ended, and a circuit breaker in the stack counts the call as failed.
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle = Some(timeout);
+        self
+    }
+
+    /// Lets response bodies wait for their frames forever.
+    pub fn no_body_idle_timeout(mut self) -> Self {
+        self.body_idle = None;
         self
     }
 
@@ -136,6 +161,7 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
     ) -> ClientStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>> {
         ClientStack {
             timeout: self.timeout,
+            body_idle: self.body_idle,
             context: self.context,
             breaker: layer,
         }
@@ -152,6 +178,7 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
     ) -> ClientStack<crate::context::ClientContextLayer, Brk> {
         ClientStack {
             timeout: self.timeout,
+            body_idle: self.body_idle,
             context: crate::context::ClientContextLayer::new(config),
             breaker: self.breaker,
         }
@@ -231,6 +258,7 @@ mod configured {
         pub fn from_config(config: &Config) -> Result<ConfiguredClientStack, ConfigError> {
             Ok(ClientStack {
                 timeout: config.timeout.request,
+                body_idle: Some(config.timeout.body_idle),
                 context: option_layer(context(config)?.map(ClientContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
             })
@@ -259,12 +287,17 @@ pub use configured::{ConfiguredClientStack, ConfiguredServerStack};
 
 impl<S, Ctx, Brk> Layer<S> for ClientStack<Ctx, Brk>
 where
-    Brk: Layer<CallerTimeout<Timeout<S>>>,
+    Brk: Layer<CallerTimeout<Timeout<IdleTimeout<S>>>>,
     Ctx: Layer<Brk::Service>,
 {
     type Service = Ctx::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let idle = match self.body_idle {
+            Some(timeout) => IdleTimeoutLayer::new(timeout),
+            None => IdleTimeoutLayer::none(),
+        };
+        let inner = idle.layer(inner);
         // The breaker goes outside the timeout, so that a call the timeout
         // cuts off reaches the breaker as a failure (`Elapsed`) instead of
         // as a dropped, uncounted call; unless the timeout passed while the

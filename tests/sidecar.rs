@@ -926,6 +926,19 @@ async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
     let _ = child.wait();
 }
 
+/// The health report's entry for the breaker keyed by `upstream`.
+fn upstream_breaker(
+    health: &serde_json::Value,
+    upstream: std::net::SocketAddr,
+) -> &serde_json::Value {
+    health["layers"]["breaker"]["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("http://{upstream}"))
+        .unwrap_or_else(|| panic!("no breaker for {upstream}: {health}"))
+}
+
 /// Sends `head_and_body` as raw bytes; with `close`, then ends its half of
 /// the connection. Returns the whole answer, or what came within 10 s.
 async fn raw_partial(addr: std::net::SocketAddr, head_and_body: &str, close: bool) -> String {
@@ -997,10 +1010,68 @@ async fn a_caller_s_bad_body_does_not_open_the_breaker() {
         let res = fetch(addr, "/").await;
         assert_eq!(res.status(), StatusCode::OK, "{retry:?}");
         let health = json(fetch(addr, "/_shield/health").await).await;
-        let breaker = &health["layers"]["breaker"]["breakers"][0];
+        let breaker = upstream_breaker(&health, upstream);
         assert_eq!(breaker["state"], "closed", "{retry:?} {health}");
         assert_eq!(breaker["failures"], 0, "{retry:?} {health}");
     }
     // Only the good GETs reached the upstream whole.
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// Issue 14, item 4, in the sidecar: a response body that stalls after its
+/// head is ended after `[timeout] body_idle` (the caller's connection is
+/// closed mid-body, and so is the upstream's) and counts as the upstream's
+/// failure. 300 ms of real time: the sidecar's own timer on a real socket.
+#[tokio::test]
+async fn a_response_body_that_stalls_is_ended_and_counted() {
+    let (upstream, mut closed) = stalling_upstream().await;
+    let file = ConfigFile::new(
+        "body-idle",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nbody_idle = \"300ms\"\n\
+             [breaker]\nfailure_threshold = 5\nkey = \"authority\"\n"
+        ),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
+    let addr = sidecar.addr.unwrap();
+    let mut body = fetch(addr, "/stall").await.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    let ended = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the sidecar ends the body");
+    assert!(matches!(ended, Some(Err(_)) | None), "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the upstream connection is ended")
+        .unwrap();
+    let health = json(fetch(addr, "/_shield/health").await).await;
+    let breaker = upstream_breaker(&health, upstream);
+    assert_eq!(breaker["failures"], 1, "{health}");
+    assert_eq!(health["layers"]["timeout"]["body_idle_ms"], 300, "{health}");
+}
+
+/// Issue 14, item 4: `[timeout] request` bounds each attempt and
+/// `[timeout] total` the whole call. Five attempts of 300 ms at an upstream
+/// that never answers would take 1.5 s; a total of 400 ms answers 504 then.
+/// Real time: the sidecar's own timers on a real socket.
+#[tokio::test]
+async fn the_total_timeout_bounds_every_attempt_together() {
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "total",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n[timeout]\nrequest = \"300ms\"\ntotal = \"400ms\"\n\
+             [retry]\nmax_attempts = 5\nbase_delay = \"1ms\"\nmax_delay = \"1ms\"\n"
+        ),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
+    let started = std::time::Instant::now();
+    let res = fetch(sidecar.addr.unwrap(), "/pending").await;
+    let took = started.elapsed();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1200),
+        "{took:?}"
+    );
 }

@@ -283,7 +283,10 @@ async fn client_stack_takes_any_key_and_classifier() {
     };
     let (bad, good) = (serve(upstream()).await, serve(upstream()).await);
     let not_found_fails = ServerErrorsAsFailures::new().or(classify::from_fn(
-        |result: &Result<Response<hyper::body::Incoming>, BoxError>| match result {
+        |result: &Result<
+            Response<tower_shield::body::IdleBody<hyper::body::Incoming>>,
+            BoxError,
+        >| match result {
             Ok(res) if res.status() == StatusCode::NOT_FOUND => Class::Failure,
             _ => Class::Success,
         },
@@ -571,4 +574,65 @@ async fn client_stack_does_not_count_the_caller_s_own_body() {
     let breaker = &breakers.all()[0];
     assert_eq!(breaker.state(), breaker::State::Closed);
     assert_eq!(breaker.metrics().failures, 0);
+}
+
+/// Issue 14, item 4, on `ClientStack`: a response body that stalls after
+/// its head fails after the body idle timeout with a 504 fault, its
+/// connection is ended, and the breaker counts the call as a failure.
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn client_stack_ends_a_response_body_that_stalls() {
+    use tower_shield::{
+        breaker::{self, CircuitBreakerLayer},
+        error::find_fault,
+    };
+    let (upstream, mut closed) = stalling_upstream().await;
+    let stack = ClientStack::new()
+        .body_idle_timeout(Duration::from_secs(30))
+        .circuit_breaker(
+            CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(1)).unwrap(),
+        );
+    let breakers = stack.breakers().unwrap();
+    let client = ServiceBuilder::new()
+        .client_stack(stack)
+        .service(hyper_client::<Empty<Bytes>>());
+    let req = Request::get(format!("http://{upstream}/stall"))
+        .body(Empty::new())
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut body = client.oneshot(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(
+        find_fault(&*err).map(|f| f.status()),
+        Some(StatusCode::GATEWAY_TIMEOUT),
+        "{err}"
+    );
+    assert!(body.frame().await.is_none());
+    closed
+        .recv()
+        .await
+        .expect("the upstream connection was ended");
+    let breaker = &breakers.all()[0];
+    assert_eq!(breaker.metrics().failures, 1);
+    assert_eq!(breaker.state(), breaker::State::Open);
+}
+
+/// Without a body idle timeout the same body still waits (the default is
+/// 30 s; `no_body_idle_timeout` turns it off).
+#[tokio::test(start_paused = true)]
+async fn client_stack_without_a_body_idle_timeout_waits() {
+    let (upstream, _closed) = stalling_upstream().await;
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new().no_body_idle_timeout())
+        .service(hyper_client::<Empty<Bytes>>());
+    let req = Request::get(format!("http://{upstream}/stall"))
+        .body(Empty::new())
+        .unwrap();
+    let mut body = client.oneshot(req).await.unwrap().into_body();
+    body.frame().await.unwrap().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+    assert!(waited.is_err(), "the body ended: {waited:?}");
 }

@@ -38,9 +38,9 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{timeout::TimeoutLayer, Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
-    body::{CallerBody, CallerBodyLayer, ReplayBody},
+    body::{CallerBody, CallerBodyLayer, CallerTimeoutLayer, IdleBody, ReplayBody},
     breaker::Breakers,
     config::{Config, ConfigError},
     context::ServerContextLayer,
@@ -161,7 +161,7 @@ struct Health<S> {
 /// What `/_shield/health` reports: the settings, and the breakers' states.
 struct Report {
     upstream: String,
-    timeout: Duration,
+    timeout: tower_shield::config::TimeoutConfig,
     breakers: Option<Breakers>,
     service: Option<String>,
 }
@@ -191,7 +191,11 @@ impl Report {
             "status": if degraded { "degraded" } else { "ok" },
             "upstream": self.upstream,
             "layers": {
-                "timeout": { "request_ms": self.timeout.as_millis() as u64 },
+                "timeout": {
+                    "request_ms": self.timeout.request.as_millis() as u64,
+                    "body_idle_ms": self.timeout.body_idle.as_millis() as u64,
+                    "total_ms": self.timeout.total.map(|t| t.as_millis() as u64),
+                },
                 "breaker": { "enabled": self.breakers.is_some(), "breakers": breakers },
                 "context": { "enabled": self.service.is_some(), "service_name": self.service },
             },
@@ -236,13 +240,13 @@ fn refused<B>(req: &Request<B>) -> Option<(StatusCode, &'static str)> {
 
 impl<S> Service<Request<Incoming>> for Health<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody<PooledBody>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<SidecarBody>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send,
 {
-    type Response = Response<ProxyBody<PooledBody>>;
+    type Response = Response<SidecarBody>;
     type Error = Infallible;
     type Future = futures_util::future::Either<
         std::future::Ready<Result<Self::Response, Infallible>>,
@@ -298,6 +302,10 @@ where
 /// What the upstream client sends: the request body as the retry layer
 /// hands it down (replayable when it was read ahead, streaming otherwise).
 type UpBody = ReplayBody<CallerBody<Incoming>>;
+
+/// What the sidecar answers with: the upstream's body, with a timeout
+/// between its frames, or a message of its own.
+type SidecarBody = ProxyBody<IdleBody<PooledBody>>;
 
 #[derive(Clone)]
 struct UpstreamClient {
@@ -485,6 +493,8 @@ struct App {
     /// Wraps each request's body where it arrives: its failures are the
     /// caller's, and a read of it (ahead, for a retry) has a deadline.
     caller: CallerBodyLayer,
+    /// `[timeout] total`: the whole call, every attempt included.
+    total: Option<Duration>,
     context: tower::util::Either<ServerContextLayer, tower::layer::util::Identity>,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
@@ -508,14 +518,16 @@ fn app(
         .transpose()?;
     Ok(App {
         client: UpstreamClient::new(&upstream.parse()?, config.timeout.request)?,
-        caller: CallerBodyLayer::new().deadline(config.timeout.request),
+        caller: CallerBodyLayer::new()
+            .deadline(config.timeout.total.unwrap_or(config.timeout.request)),
+        total: config.timeout.total,
         context: tower::util::option_layer(context.map(ServerContextLayer::new)),
         proxy: ReverseProxyLayer::new(upstream.parse()?)?,
         retry: retry.clone(),
         stack: stack.clone(),
         report: Arc::new(Report {
             upstream: tower_shield::proxy::redacted(upstream).into_owned(),
-            timeout: config.timeout.request,
+            timeout: config.timeout.clone(),
             breakers: stack.breakers(),
             service: config
                 .context
@@ -542,6 +554,8 @@ impl App {
             .layer(self.context.clone())
             .error_responses()
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
+            .layer(CallerTimeoutLayer::new())
+            .option_layer(self.total.map(TimeoutLayer::new))
             .layer(self.retry.clone())
             .client_stack(self.stack.clone())
             .service(self.client.clone());
@@ -561,6 +575,8 @@ impl App {
             .layer(self.caller)
             .error_responses()
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
+            .layer(CallerTimeoutLayer::new())
+            .option_layer(self.total.map(TimeoutLayer::new))
             .map_request(|req: Request<CallerBody<Incoming>>| req.map(ReplayBody::passthrough))
             .client_stack(self.stack.clone())
             .service(self.client.clone());
@@ -573,12 +589,8 @@ impl App {
 
 /// What a worker serves each connection with.
 trait SidecarService:
-    Service<
-        Request<Incoming>,
-        Response = Response<ProxyBody<PooledBody>>,
-        Error = Infallible,
-        Future: Send,
-    > + Clone
+    Service<Request<Incoming>, Response = Response<SidecarBody>, Error = Infallible, Future: Send>
+    + Clone
     + Send
     + 'static
 {
@@ -587,7 +599,7 @@ trait SidecarService:
 impl<S> SidecarService for S where
     S: Service<
             Request<Incoming>,
-            Response = Response<ProxyBody<PooledBody>>,
+            Response = Response<SidecarBody>,
             Error = Infallible,
             Future: Send,
         > + Clone

@@ -18,7 +18,8 @@
 //!
 //! [`CallerBody`] and its layers tell a caller's failures (a malformed,
 //! truncated or stalled request body) from the callee's, so that they never
-//! count against the callee's health.
+//! count against the callee's health. [`IdleBody`] and its layer bound the
+//! wait between the frames of a response body.
 //!
 //! # Example
 //!
@@ -39,11 +40,13 @@
 //! ```
 
 mod caller;
+mod idle;
 
 pub use caller::{
     BodyProgress, CallerBody, CallerBodyLayer, CallerBodyService, CallerTimeout,
     CallerTimeoutFuture, CallerTimeoutLayer,
 };
+pub use idle::{IdleBody, IdleTimeout, IdleTimeoutFuture, IdleTimeoutLayer};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;

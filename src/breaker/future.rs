@@ -2,7 +2,7 @@
 
 use super::{state::Permit, Breaker, Open};
 use crate::{
-    classify::{retry_after, Classify},
+    classify::{retry_after, Classify, LateOutcome},
     error::is_caller_fault,
     BoxError,
 };
@@ -99,6 +99,16 @@ where
                     }
                     let permit = std::mem::replace(&mut guard.permit, Permit::finished());
                     guard.breaker.record(permit, class);
+                    if let Some(late) = result
+                        .as_ref()
+                        .ok()
+                        .and_then(|res| res.extensions().get::<LateOutcome>())
+                    {
+                        // A body that stalls or breaks after this head
+                        // counts as one more failure.
+                        let breaker = guard.breaker.clone();
+                        late.listen(move |class| breaker.record(Permit::finished(), class));
+                    }
                 }
                 Poll::Ready(result)
             }

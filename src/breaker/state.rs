@@ -358,7 +358,9 @@ impl Breaker {
         }
     }
 
-    /// Reports the outcome of a permitted call.
+    /// Reports the outcome of a permitted call; with [`Permit::finished`],
+    /// an outcome found after the call was recorded (its body failed),
+    /// which counts only while closed.
     pub(crate) fn record(&self, mut permit: Permit, class: Class) {
         permit.done = true;
         let failure = class.is_failure();

@@ -334,3 +334,33 @@ pub fn redis_url() -> Option<String> {
     eprintln!("!!! SKIPPING: no Redis at {url}; set REDIS_URL or start redis-server !!!");
     None
 }
+
+/// An upstream whose `GET /stall` sends its head and one frame, then
+/// nothing; the receiver says when the connection that asked was closed.
+pub async fn stalling_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/stall",
+        axum::routing::get(move || {
+            let closed_tx = closed_tx.clone();
+            async move {
+                let (tx, rx) =
+                    tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1);
+                tx.send(Ok(Bytes::from("first"))).await.unwrap();
+                tokio::spawn(async move {
+                    // Resolves when hyper drops the body: the connection ended.
+                    tx.closed().await;
+                    let _ = closed_tx.send(());
+                });
+                let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|frame| (frame, rx))
+                });
+                axum::body::Body::from_stream(frames)
+            }
+        }),
+    );
+    (serve(app).await, closed_rx)
+}

@@ -1,0 +1,232 @@
+//! A timeout between the frames of a response body.
+//!
+//! A timeout around a call ends when the response head arrives; an upstream
+//! that sends a head and then stalls would hold the caller forever.
+//! [`IdleTimeoutLayer`] wraps each response body in an [`IdleBody`]: when
+//! no frame arrives for the timeout, the body fails with a 504
+//! [`Fault`], the inner body is dropped (which ends its connection), and a
+//! circuit breaker outside counts the call as a failure (through the
+//! [`LateOutcome`] in the response's extensions). A body that fails on its
+//! own is reported the same way.
+
+use crate::{
+    classify::{Class, LateOutcome},
+    error::Fault,
+    BoxError,
+};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The error of an [`IdleBody`] that waited too long for a frame.
+#[derive(Debug)]
+struct Stalled(Duration);
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the response body sent nothing for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// Wraps each response body in an [`IdleBody`] with this timeout between
+/// frames. See the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct IdleTimeoutLayer {
+    timeout: Option<Duration>,
+}
+
+impl IdleTimeoutLayer {
+    /// A timeout of `timeout` between frames.
+    pub const fn new(timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+        }
+    }
+
+    /// Bodies may wait for their frames forever (they still report their
+    /// own failures).
+    pub const fn none() -> Self {
+        Self { timeout: None }
+    }
+}
+
+impl<S> Layer<S> for IdleTimeoutLayer {
+    type Service = IdleTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdleTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service of [`IdleTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct IdleTimeout<S> {
+    inner: S,
+    timeout: Option<Duration>,
+}
+
+impl<S> IdleTimeout<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S, Req, B> Service<Req> for IdleTimeout<S>
+where
+    S: Service<Req, Response = Response<B>>,
+{
+    type Response = Response<IdleBody<B>>;
+    type Error = S::Error;
+    type Future = IdleTimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        IdleTimeoutFuture {
+            inner: self.inner.call(req),
+            timeout: self.timeout,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`IdleTimeout`].
+    #[derive(Debug)]
+    pub struct IdleTimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        timeout: Option<Duration>,
+    }
+}
+
+impl<F, B, E> Future for IdleTimeoutFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<IdleBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        let late = LateOutcome::new();
+        res.extensions_mut().insert(late.clone());
+        let timeout = *this.timeout;
+        Poll::Ready(Ok(res.map(|body| IdleBody {
+            state: State::Live { body },
+            timeout,
+            sleep: None,
+            late,
+        })))
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<B> {
+        Live { #[pin] body: B },
+        Ended,
+    }
+}
+
+pin_project! {
+    /// A response body with a timeout between its frames. See the
+    /// [module docs](self).
+    pub struct IdleBody<B> {
+        #[pin]
+        state: State<B>,
+        timeout: Option<Duration>,
+        // Made on the first wait, reset by each frame.
+        sleep: Option<Pin<Box<Sleep>>>,
+        late: LateOutcome,
+    }
+}
+
+impl<B> fmt::Debug for IdleBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleBody")
+            .field("timeout", &self.timeout)
+            .field("ended", &matches!(self.state, State::Ended))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        let StateProj::Live { body } = this.state.as_mut().project() else {
+            return Poll::Ready(None);
+        };
+        match body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(sleep), Some(timeout)) = (this.sleep.as_mut(), *this.timeout) {
+                    sleep.as_mut().reset(Instant::now() + timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.state.project_replace(State::Ended);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.state.project_replace(State::Ended);
+                this.late.report(Class::Failure);
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Pending => {
+                let Some(timeout) = *this.timeout else {
+                    return Poll::Pending;
+                };
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
+                // Dropping the body ends its connection.
+                this.state.project_replace(State::Ended);
+                this.late.report(Class::Retryable);
+                Poll::Ready(Some(Err(Box::new(
+                    Fault::new(StatusCode::GATEWAY_TIMEOUT).with_source(Stalled(timeout)),
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Live { body } => body.is_end_stream(),
+            State::Ended => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Live { body } => body.size_hint(),
+            State::Ended => SizeHint::with_exact(0),
+        }
+    }
+}
