@@ -338,10 +338,28 @@ impl Drop for ConfigFile {
 /// Runs a sidecar that is expected to refuse to start: its exit code and
 /// what it printed on standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tower-shield-sidecar"))
+    refused_with(args, &[])
+}
+
+/// Runs the sidecar, expecting it to refuse to start: its exit code and
+/// stderr. One that starts anyway is killed after 30 s (exit code `None`).
+fn refused_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_tower-shield-sidecar"))
         .args(args)
-        .output()
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id().to_string();
+    let (exited, watch) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = exited.send(());
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -866,11 +884,16 @@ async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
         },
     };
     let upstream = serve(upstream()).await;
+    // A `max_connections` over the table's size: the default, derived from
+    // the limit, would keep the sidecar from running out at all.
+    let file = ConfigFile::new("emfile", "[sidecar]\nmax_connections = 1000\n");
     let mut child = Command::new("sh")
         .args([
             "-c",
             "ulimit -n 40 && exec \"$0\" \"$@\"",
             env!("CARGO_BIN_EXE_tower-shield-sidecar"),
+            "--config",
+            file.path(),
             "--listen",
             "127.0.0.1:0",
             "--workers",
@@ -1074,4 +1097,258 @@ async fn the_total_timeout_bounds_every_attempt_together() {
         took >= Duration::from_millis(400) && took < Duration::from_millis(1200),
         "{took:?}"
     );
+}
+
+/// Reads from `stream` until the sidecar closes it (or it resets), for at
+/// most `within`; `true` if it was closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Issue 14, item 2: a connection that sends nothing, half a request line,
+/// or a head one header at a time (slowloris) is closed once
+/// `header_read_timeout` has passed; an idle keep-alive connection stays
+/// open past it and is closed after `idle_timeout`. Real time (200 ms and
+/// 1 s): these are the sidecar's own timers on real sockets.
+#[tokio::test]
+async fn connections_that_keep_the_sidecar_waiting_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "conn-timeouts",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\nheader_read_timeout = \"200ms\"\nidle_timeout = \"1s\"\n"
+        ),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
+    let addr = sidecar.addr.unwrap();
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).await,
+        "silent"
+    );
+
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET / HT").await.unwrap();
+    assert!(
+        closed_within(&mut half, Duration::from_secs(5)).await,
+        "half a line"
+    );
+
+    // One header every 50 ms, for at most 3 s: still closed at ~200 ms.
+    let slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        let _ = write.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n").await;
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if write
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0; 64];
+        while let Ok(n) = read.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "slowloris still open after {:?}",
+        started.elapsed()
+    );
+    trickle.abort();
+
+    // Keep-alive: one whole exchange, then idle. Open past the header read
+    // timeout, closed by the idle timeout.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let res = sender
+        .send_request(
+            Request::get("/echo")
+                .header("host", "h")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut conn)
+            .await
+            .is_err(),
+        "an idle keep-alive connection was closed by the header read timeout"
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut conn)
+        .await
+        .expect("closed by the idle timeout")
+        .unwrap()
+        .unwrap();
+}
+
+/// Issue 14, item 2: at `max_connections`, a new connection waits (in the
+/// listen backlog) until an open one closes, then is served.
+#[tokio::test]
+async fn at_max_connections_new_connections_wait_their_turn() {
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "max-connections",
+        &format!("[sidecar]\nupstream = \"http://{upstream}\"\nmax_connections = 2\nworkers = 1\n"),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
+    let addr = sidecar.addr.unwrap();
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::spawn(fetch(addr, "/echo"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut third)
+            .await
+            .is_err(),
+        "served past max_connections"
+    );
+    drop(first);
+    let res = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Issue 14, item 10: the sidecar logs to stderr through `tracing`: upstream
+/// failures and breaker transitions, at the level `[sidecar] log` sets
+/// (which `RUST_LOG` overrides), and at most 10 events a second from one
+/// place, saying how many it held back. 1.1 s of real time, to let the
+/// rate limit's second pass.
+#[tokio::test]
+async fn the_sidecar_logs_failures_and_transitions_rate_limited() {
+    let count = |lines: &Lines, text: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
+    };
+    let closed = closed_port();
+    let config = |log: &str| {
+        format!(
+            "[sidecar]\nupstream = \"http://{closed}\"\nlog = \"{log}\"\n\
+             [breaker]\nfailure_threshold = 1000\nkey = \"authority\"\n"
+        )
+    };
+    // `log = "error"`: no warnings.
+    let quiet = ConfigFile::new("log-error", &config("error"));
+    let lines = Lines::default();
+    let sidecar = start_sidecar_with(&["--config", quiet.path()], &[], Some(lines.clone()));
+    assert_eq!(
+        fetch(sidecar.addr.unwrap(), "/").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    drop(sidecar);
+    assert_eq!(
+        count(&lines, "request failed"),
+        0,
+        "{:?}",
+        lines.lock().unwrap()
+    );
+
+    // RUST_LOG wins over the file: a flood of 502s is logged, 10 a second.
+    let lines = Lines::default();
+    let sidecar = start_sidecar_with(
+        &["--config", quiet.path()],
+        &[("RUST_LOG", "warn")],
+        Some(lines.clone()),
+    );
+    let addr = sidecar.addr.unwrap();
+    for _ in 0..40 {
+        assert_eq!(fetch(addr, "/").await.status(), StatusCode::BAD_GATEWAY);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fetch(addr, "/").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let failed = count(&lines, "request failed, answered 502 Bad Gateway");
+    assert!((2..=21).contains(&failed), "{failed} lines logged");
+    assert!(
+        count(&lines, "were held back") >= 1,
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    assert!(count(&lines, "Connection refused") >= 1);
+    drop(sidecar);
+
+    // At info, a breaker transition is logged.
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "log-info",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\nlog = \"info\"\n\
+             [breaker]\nfailure_threshold = 1\nkey = \"authority\"\n"
+        ),
+    );
+    let lines = Lines::default();
+    let sidecar = start_sidecar_with(&["--config", file.path()], &[], Some(lines.clone()));
+    assert_eq!(
+        fetch(sidecar.addr.unwrap(), "/status/500").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count(&lines, "circuit breaker transition"),
+        1,
+        "{:?}",
+        lines.lock().unwrap()
+    );
+}
+
+/// Issue 14, item 10: a bad `[sidecar] log` or `RUST_LOG` is refused with
+/// exit status 2 and a message naming it; a refused configuration is
+/// logged as an error.
+#[test]
+fn a_bad_log_filter_is_refused() {
+    let file = ConfigFile::new(
+        "log-bad",
+        "[sidecar]\nupstream = \"http://127.0.0.1:9\"\nlog = \"tower_shield=loud\"\n",
+    );
+    let (code, stderr) = refused(&["--config", file.path()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("sidecar.log"), "{stderr}");
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    let (code, stderr) = refused_with(
+        &[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "tower_shield=loud")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("RUST_LOG"), "{stderr}");
 }

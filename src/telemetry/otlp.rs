@@ -272,6 +272,12 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// A guard for `telemetry`, for a program that installs its own
+    /// subscriber with [`Telemetry::layer`] instead of calling [`init`].
+    pub fn new(telemetry: Telemetry) -> Self {
+        Self { telemetry }
+    }
+
     /// The providers behind the guard.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry

@@ -263,6 +263,15 @@ impl Process {
 /// Starts the sidecar example listening on a free port and waits until it
 /// says where it listens (bounded: 60 s, for a cold debug build).
 pub fn start_sidecar(args: &[&str]) -> Process {
+    start_sidecar_with(args, &[], None)
+}
+
+/// The lines a process wrote to stderr so far.
+pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`start_sidecar`] with more environment variables, and its stderr
+/// collected into `stderr` when given.
+pub fn start_sidecar_with(args: &[&str], env: &[(&str, &str)], stderr: Option<Lines>) -> Process {
     // Cargo builds the binary for integration tests when its features are on.
     let Some(bin) = option_env!("CARGO_BIN_EXE_tower-shield-sidecar") else {
         panic!("the sidecar binary is not built: run the tests with --features sidecar")
@@ -270,10 +279,23 @@ pub fn start_sidecar(args: &[&str]) -> Process {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if stderr.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()
         .expect("start sidecar");
+    if let Some(lines) = stderr {
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -17,6 +17,9 @@
 //! exports its spans and metrics over OTLP).
 //! See README.md for the configuration reference.
 
+mod conn;
+mod log;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
@@ -126,6 +129,9 @@ fn load(args: Args) -> Result<Config, ConfigError> {
         config.sidecar.workers = Some(workers);
     }
     config.validate()?;
+    if let Some(filter) = &config.sidecar.log {
+        log::parse(filter).map_err(|err| ConfigError::field("sidecar.log", err))?;
+    }
     match &config.sidecar.upstream {
         None => {
             return Err(ConfigError::field(
@@ -553,6 +559,7 @@ impl App {
             .layer(self.caller)
             .layer(self.context.clone())
             .error_responses()
+            .map_err(logged)
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
@@ -574,6 +581,7 @@ impl App {
         let proxy = ServiceBuilder::new()
             .layer(self.caller)
             .error_responses()
+            .map_err(logged)
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
@@ -585,6 +593,23 @@ impl App {
             report: self.report.clone(),
         }
     }
+}
+
+/// Logs a request that failed, before it is answered: the upstream's
+/// failures (502, 503, 504) as warnings, the caller's own (400, 408) at
+/// debug level.
+fn logged(err: BoxError) -> BoxError {
+    let (status, _) = tower_shield::error::status_for(&*err);
+    let causes: Vec<String> = tower_shield::error::chain(&*err)
+        .map(ToString::to_string)
+        .collect();
+    let causes = causes.join(": ");
+    if status.is_client_error() {
+        tracing::debug!("the caller's request failed, answered {status}: {causes}");
+    } else {
+        tracing::warn!("request failed, answered {status}: {causes}");
+    }
+    err
 }
 
 /// What a worker serves each connection with.
@@ -622,7 +647,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// A tower service as hyper's, called in place when it is ready at once.
+/// A tower service as hyper's, called in place when it is ready at once,
+/// whose requests count as in flight on the connection's [`conn::Watch`].
 ///
 /// hyper-util's `TowerToHyperService` clones the whole stack into every
 /// request (hyper's `Service::call` takes `&self`, tower's `&mut self`, and
@@ -631,45 +657,62 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// only one that is not ready at once gets a clone that waits for it. hyper
 /// calls a connection's service from that connection's task alone, one
 /// call at a time, so the `RefCell` is never borrowed twice.
-struct InPlace<S>(RefCell<S>);
-
-impl<S> InPlace<S> {
-    fn new(service: S) -> Self {
-        Self(RefCell::new(service))
-    }
+struct InPlace<S> {
+    service: RefCell<S>,
+    watch: Arc<conn::Watch>,
 }
 
-impl<S, R> hyper::service::Service<R> for InPlace<S>
-where
-    S: Service<R> + Clone,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>;
-
-    fn call(&self, req: R) -> Self::Future {
-        let mut service = self.0.borrow_mut();
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
-            // Not ready, or failed: a clone waits (or fails) with hyper's waker.
-            _ => futures_util::future::Either::Right(service.clone().oneshot(req)),
+impl<S> InPlace<S> {
+    fn new(service: S, watch: Arc<conn::Watch>) -> Self {
+        Self {
+            service: RefCell::new(service),
+            watch,
         }
     }
 }
 
+impl<S, R, B> hyper::service::Service<R> for InPlace<S>
+where
+    S: Service<R, Response = Response<B>> + Clone,
+{
+    type Response = Response<conn::Tracked<B>>;
+    type Error = S::Error;
+    type Future =
+        conn::TrackedFuture<futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        let mut service = self.service.borrow_mut();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let future = match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
+            // Not ready, or failed: a clone waits (or fails) with hyper's waker.
+            _ => futures_util::future::Either::Right(service.clone().oneshot(req)),
+        };
+        conn::TrackedFuture::new(future, self.watch.clone())
+    }
+}
+
+/// A connection for a worker to serve, with its place under
+/// `max_connections`.
+type Accepted = (
+    std::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
 /// A worker's end of the acceptor: connections to serve, and how many it
 /// is serving now.
 struct Worker {
-    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    connections: tokio::sync::mpsc::UnboundedSender<Accepted>,
     active: Arc<AtomicUsize>,
 }
 
 /// Serves the connections the acceptor hands this worker, each on this
 /// thread, until the acceptor goes away.
 async fn serve<S: SidecarService>(
-    mut connections: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
     active: Arc<AtomicUsize>,
+    limits: conn::Limits,
     service_for: impl Fn(SocketAddr) -> S,
 ) {
     // HTTP/1.1 only, as nginx serves by default: hyper-util's `auto`
@@ -677,48 +720,103 @@ async fn serve<S: SidecarService>(
     // buffer in front of every read.
     let mut server = hyper::server::conn::http1::Builder::new();
     server.writev(false);
-    while let Some((stream, peer)) = connections.recv().await {
+    while let Some((stream, peer, permit)) = connections.recv().await {
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
             active.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let service = InPlace::new(service_for(peer));
+        let watch = Arc::new(conn::Watch::new());
+        let service = InPlace::new(service_for(peer), watch.clone());
         let server = server.clone();
         let active = active.clone();
         tokio::spawn(async move {
-            let conn = server.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            // Its place under `max_connections`, until it closes.
+            let _permit = permit;
+            let io = TokioIo::new(conn::WatchedIo {
+                io: stream,
+                watch: watch.clone(),
+            });
+            let served = server.serve_connection(io, service);
+            match conn::watched(served, &watch, limits).await {
+                Some(Ok(())) => {}
+                Some(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                None => tracing::debug!(
+                    %peer,
+                    "connection closed: no whole request head within header_read_timeout, \
+                     or idle past idle_timeout"
+                ),
             }
             active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-/// Accepts connections and hands each to the worker serving the fewest.
-async fn accept(listener: TcpListener, workers: Vec<Worker>) {
+/// Says at most once a second that `what` happened, with how often.
+struct Throttled {
+    what: &'static str,
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl Throttled {
+    const fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
+    fn happened(&mut self, detail: &dyn std::fmt::Display) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                times = self.unlogged,
+                "{} ({} times since the last report): {detail}",
+                self.what,
+                self.unlogged
+            );
+            self.last = Some(tokio::time::Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// Accepts connections, up to `max_connections` open at once, and hands
+/// each to the worker serving the fewest. At the limit it stops accepting:
+/// new connections wait in the listen backlog until one closes.
+async fn accept(listener: TcpListener, workers: Vec<Worker>, max_connections: usize) {
     // Out of file descriptors and the like: back off (doubling up to a
     // second, so that a full table is not polled in a tight loop), keep
     // serving, and say so at most once a second.
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
-    let mut last_log: Option<tokio::time::Instant> = None;
-    let mut unlogged = 0u64;
+    let mut failed = Throttled::new("accept failed");
+    let mut full = Throttled::new("at max_connections: new connections wait in the backlog");
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                full.happened(&max_connections);
+                open.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
                 backoff = FIRST_BACKOFF;
                 accepted
             }
             Err(err) => {
-                unlogged += 1;
-                if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                    eprintln!(
-                        "sidecar: accept failed ({unlogged} times since the last report): {err}"
-                    );
-                    last_log = Some(tokio::time::Instant::now());
-                    unlogged = 0;
-                }
+                failed.happened(&err);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -733,8 +831,8 @@ async fn accept(listener: TcpListener, workers: Vec<Worker>) {
             .min_by_key(|w| w.active.load(Ordering::Relaxed))
             .expect("at least one worker");
         worker.active.fetch_add(1, Ordering::Relaxed);
-        if worker.connections.send((stream, peer)).is_err() {
-            eprintln!("sidecar: a worker thread has stopped");
+        if worker.connections.send((stream, peer, permit)).is_err() {
+            tracing::error!("a worker thread has stopped");
             return;
         }
     }
@@ -748,7 +846,7 @@ async fn accept(listener: TcpListener, workers: Vec<Worker>) {
 /// kernel's hash split wrk's connections unevenly, the second let whichever
 /// worker woke first take a whole burst; either way one worker was
 /// saturated beside an idle one.)
-fn run(config: Config) -> Result<(), BoxError> {
+fn run(config: Config, filter: tracing_subscriber::filter::Targets) -> Result<(), BoxError> {
     let upstream = config.sidecar.upstream.clone().expect("checked by load");
     let listen = config
         .sidecar
@@ -764,7 +862,11 @@ fn run(config: Config) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     // Flushed when dropped, after the acceptor stops.
-    let _telemetry = telemetry(&config, &rt)?;
+    let (_telemetry, spans) = telemetry(&config, &rt)?;
+    log::install(filter, spans);
+    if _telemetry.is_some() {
+        tracing::info!("exporting spans and metrics over OTLP");
+    }
     let listener = bind(listen)?;
     let addr = listener.local_addr()?;
     // One stack for all workers: its breakers are shared, so every worker
@@ -786,6 +888,14 @@ fn run(config: Config) -> Result<(), BoxError> {
     if let Some(guard) = &_telemetry {
         guard.telemetry().observe(&registry);
     }
+    let limits = conn::Limits {
+        header_read: config.sidecar.header_read_timeout,
+        idle: config.sidecar.idle_timeout,
+    };
+    let max_connections = config
+        .sidecar
+        .max_connections
+        .unwrap_or_else(conn::default_max_connections);
     // Without `[retry]` and `[context]` the workers serve the stack without
     // those layers (see `App::plain_service`).
     let plain = config.retry.is_none() && config.context.is_none();
@@ -808,9 +918,9 @@ fn run(config: Config) -> Result<(), BoxError> {
             .name(format!("sidecar-worker-{i}"))
             .spawn(move || {
                 if plain {
-                    rt.block_on(serve(rx, active, |peer| app.plain_service(peer)));
+                    rt.block_on(serve(rx, active, limits, |peer| app.plain_service(peer)));
                 } else {
-                    rt.block_on(serve(rx, active, |peer| app.service(peer)));
+                    rt.block_on(serve(rx, active, limits, |peer| app.service(peer)));
                 }
             })
             .map_err(|err| format!("worker {i} cannot start: {err}"))?;
@@ -824,7 +934,7 @@ fn run(config: Config) -> Result<(), BoxError> {
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         tokio::select! {
-            () = accept(listener, workers) => {}
+            () = accept(listener, workers, max_connections) => {}
             () = shutdown_signal() => {}
         }
         Ok::<_, BoxError>(())
@@ -834,12 +944,21 @@ fn run(config: Config) -> Result<(), BoxError> {
 }
 
 /// OTLP export when `[context]` names an endpoint: spans and metrics until
-/// the returned guard is dropped (which flushes them).
+/// the returned guard is dropped (which flushes them), and the layer that
+/// exports the spans, for [`log::install`].
 #[cfg(feature = "otlp")]
 fn telemetry(
     config: &Config,
     rt: &tokio::runtime::Runtime,
-) -> Result<Option<tower_shield::telemetry::otlp::TelemetryGuard>, BoxError> {
+) -> Result<
+    (
+        Option<tower_shield::telemetry::otlp::TelemetryGuard>,
+        Option<log::Extra>,
+    ),
+    BoxError,
+> {
+    use tower_shield::telemetry::otlp::{Telemetry, TelemetryGuard};
+    use tracing_subscriber::Layer;
     let Some(otlp) = config
         .context
         .as_ref()
@@ -847,20 +966,24 @@ fn telemetry(
         .transpose()?
         .flatten()
     else {
-        return Ok(None);
+        return Ok((None, None));
     };
     // The gRPC exporter needs a runtime to start its connection task.
     let _enter = rt.enter();
-    let guard = tower_shield::telemetry::otlp::init(&otlp)?;
-    eprintln!("sidecar: exporting spans and metrics over OTLP");
-    Ok(Some(guard))
+    let telemetry = Telemetry::new(&otlp)?;
+    let spans: log::Extra = Box::new(
+        telemetry
+            .layer()
+            .with_filter(tracing::level_filters::LevelFilter::INFO),
+    );
+    Ok((Some(TelemetryGuard::new(telemetry)), Some(spans)))
 }
 
 #[cfg(not(feature = "otlp"))]
 fn telemetry(
     config: &Config,
     _rt: &tokio::runtime::Runtime,
-) -> Result<Option<Infallible>, BoxError> {
+) -> Result<(Option<Infallible>, Option<log::Extra>), BoxError> {
     if config
         .context
         .as_ref()
@@ -872,7 +995,7 @@ fn telemetry(
                 .into(),
         );
     }
-    Ok(None)
+    Ok((None, None))
 }
 
 async fn shutdown_signal() {
@@ -904,13 +1027,26 @@ fn main() -> ExitCode {
     let config = match load(args) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("sidecar: configuration error: {err}");
+            log::install(
+                log::filter(None)
+                    .unwrap_or_else(|_| log::parse(log::DEFAULT_FILTER).expect("valid")),
+                None,
+            );
+            tracing::error!("configuration error: {err}");
             return ExitCode::from(2);
         }
     };
-    match run(config) {
+    let filter = match log::filter(config.sidecar.log.as_deref()) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!("sidecar: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            tracing::error!("{err}");
             eprintln!("sidecar: {err}");
             ExitCode::FAILURE
         }
