@@ -1,20 +1,4 @@
-//! Telling the caller's failures from the callee's.
-//!
-//! A request whose body is malformed, cut short or slower than the deadline
-//! fails, but not because the service it was sent to is unhealthy. Counted
-//! as that service's failure, five such requests from one client would open
-//! a circuit breaker for every client. So the body of a request is wrapped
-//! where it enters ([`CallerBodyLayer`]): its errors become a
-//! [`Fault`] with status 400, and it records whether it is waiting for the
-//! caller's bytes. A timeout that passes while it is
-//! ([`CallerTimeoutLayer`], just outside the timeout) becomes a 408 fault.
-//! A fault with a 4xx status is the caller's own
-//! ([`Fault::is_caller_fault`]): the circuit breaker does not count it,
-//! the retry layer does not retry it, and
-//! [`error_response`](crate::error::error_response) answers with its status.
-//!
-//! The stacks place both layers; the sidecar wraps every request body where
-//! it arrives.
+//! The caller's body: see the `body` module docs.
 
 use crate::{
     error::{chain, Fault},
@@ -87,7 +71,7 @@ fn caller_fault(status: StatusCode, source: impl Into<BoxError>) -> BoxError {
 pin_project! {
     /// A request body as it arrives from the caller: its errors are the
     /// caller's faults (400), and past its deadline, a wait for the
-    /// caller's bytes fails with a 408 fault. See the [module docs](self).
+    /// caller's bytes fails with a 408 fault. See the [`body`](crate::body) module docs.
     pub struct CallerBody<B> {
         #[pin]
         inner: B,

@@ -1,13 +1,5 @@
-//! A timeout between the frames of a response body.
-//!
-//! A timeout around a call ends when the response head arrives; an upstream
-//! that sends a head and then stalls would hold the caller forever.
-//! [`IdleTimeoutLayer`] wraps each response body in an [`IdleBody`]: when
-//! no frame arrives for the timeout, the body fails with a 504
-//! [`Fault`], the inner body is dropped (which ends its connection), and a
-//! circuit breaker outside counts the call as a failure (through the
-//! [`LateOutcome`] in the response's extensions). A body that fails on its
-//! own is reported the same way.
+//! A timeout between the frames of a response body: see the `body` module
+//! docs.
 
 use crate::{
     classify::{Class, LateOutcome},
@@ -41,7 +33,7 @@ impl fmt::Display for Stalled {
 impl std::error::Error for Stalled {}
 
 /// Wraps each response body in an [`IdleBody`] with this timeout between
-/// frames. See the [module docs](self).
+/// frames. See the [`body`](crate::body) module docs.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleTimeoutLayer {
     timeout: Option<Duration>,
@@ -146,7 +138,7 @@ pin_project! {
 
 pin_project! {
     /// A response body with a timeout between its frames. See the
-    /// [module docs](self).
+    /// [`body`](crate::body) module docs.
     pub struct IdleBody<B> {
         #[pin]
         state: State<B>,

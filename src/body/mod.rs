@@ -16,10 +16,34 @@
 //! response cache: it returns the whole body when it fits, and the untouched
 //! stream when it does not.
 //!
-//! [`CallerBody`] and its layers tell a caller's failures (a malformed,
-//! truncated or stalled request body) from the callee's, so that they never
-//! count against the callee's health. [`IdleBody`] and its layer bound the
-//! wait between the frames of a response body.
+//! # The caller's failures
+//!
+//! A request whose body is malformed, cut short or slower than the deadline
+//! fails, but not because the service it was sent to is unhealthy. Counted
+//! as that service's failure, five such requests from one client would open
+//! a circuit breaker for every client. So the body of a request is wrapped
+//! where it enters ([`CallerBodyLayer`]): its errors become a
+//! [`Fault`](crate::error::Fault) with status 400, and it records whether it is waiting for the
+//! caller's bytes. A timeout that passes while it is
+//! ([`CallerTimeoutLayer`], just outside the timeout) becomes a 408 fault.
+//! A fault with a 4xx status is the caller's own
+//! ([`Fault::is_caller_fault`](crate::error::Fault::is_caller_fault)): the circuit breaker does not count it,
+//! the retry layer does not retry it, and
+//! [`error_response`](crate::error::error_response) answers with its status.
+//!
+//! The stacks place both layers; the sidecar wraps every request body where
+//! it arrives.
+//!
+//! # A response body that stalls
+//!
+//! A timeout around a call ends when the response head arrives; an upstream
+//! that sends a head and then stalls would hold the caller forever.
+//! [`IdleTimeoutLayer`] wraps each response body in an [`IdleBody`]: when
+//! no frame arrives for the timeout, the body fails with a 504
+//! [`Fault`](crate::error::Fault), the inner body is dropped (which ends its connection), and a
+//! circuit breaker outside counts the call as a failure (through the
+//! [`LateOutcome`](crate::classify::LateOutcome) in the response's extensions). A body that fails on its
+//! own is reported the same way.
 //!
 //! # Example
 //!
