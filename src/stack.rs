@@ -98,6 +98,8 @@ const NEVER: Duration = Duration::MAX;
 pub struct ClientStack<Ctx = Identity, Brk = Identity> {
     timeout: Duration,
     body_idle: Option<Duration>,
+    /// Whether a circuit breaker is in the stack, to hear of bodies that fail.
+    breaker_listens: bool,
     context: Ctx,
     breaker: Brk,
 }
@@ -115,6 +117,7 @@ impl ClientStack {
         Self {
             timeout: DEFAULT_TIMEOUT,
             body_idle: Some(DEFAULT_BODY_IDLE),
+            breaker_listens: false,
             context: Identity::new(),
             breaker: Identity::new(),
         }
@@ -164,6 +167,7 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
+            breaker_listens: true,
             context: self.context,
             breaker: layer,
         }
@@ -181,6 +185,7 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
+            breaker_listens: self.breaker_listens,
             context: crate::context::ClientContextLayer::new(config),
             breaker: self.breaker,
         }
@@ -261,6 +266,7 @@ mod configured {
             Ok(ClientStack {
                 timeout: config.timeout.request,
                 body_idle: Some(config.timeout.body_idle),
+                breaker_listens: config.breaker.is_some(),
                 context: option_layer(context(config)?.map(ClientContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
             })
@@ -298,7 +304,9 @@ where
         let idle = match self.body_idle {
             Some(timeout) => IdleTimeoutLayer::new(timeout),
             None => IdleTimeoutLayer::none(),
-        };
+        }
+        // Only a breaker listens for a body that fails late.
+        .report_late(self.breaker_listens);
         let inner = idle.layer(inner);
         // The breaker goes outside the timeout, so that a call the timeout
         // cuts off reaches the breaker as a failure (`Elapsed`) instead of

@@ -37,6 +37,7 @@ impl std::error::Error for Stalled {}
 #[derive(Debug, Clone, Copy)]
 pub struct IdleTimeoutLayer {
     timeout: Option<Duration>,
+    late: bool,
 }
 
 impl IdleTimeoutLayer {
@@ -44,13 +45,25 @@ impl IdleTimeoutLayer {
     pub const fn new(timeout: Duration) -> Self {
         Self {
             timeout: Some(timeout),
+            late: false,
         }
     }
 
-    /// Bodies may wait for their frames forever (they still report their
-    /// own failures).
+    /// Bodies may wait for their frames forever.
     pub const fn none() -> Self {
-        Self { timeout: None }
+        Self {
+            timeout: None,
+            late: false,
+        }
+    }
+
+    /// Puts a [`LateOutcome`] in each response's extensions and reports a
+    /// body that stalls or fails to it, so that a circuit breaker outside
+    /// counts the call as failed. Costs an allocation or two per response:
+    /// turn it on where a breaker listens (the client stack does).
+    pub const fn report_late(mut self, yes: bool) -> Self {
+        self.late = yes;
+        self
     }
 }
 
@@ -61,6 +74,7 @@ impl<S> Layer<S> for IdleTimeoutLayer {
         IdleTimeout {
             inner,
             timeout: self.timeout,
+            late: self.late,
         }
     }
 }
@@ -70,6 +84,7 @@ impl<S> Layer<S> for IdleTimeoutLayer {
 pub struct IdleTimeout<S> {
     inner: S,
     timeout: Option<Duration>,
+    late: bool,
 }
 
 impl<S> IdleTimeout<S> {
@@ -92,6 +107,7 @@ where
         IdleTimeoutFuture {
             inner: self.inner.call(req),
             timeout: self.timeout,
+            late: self.late,
         }
     }
 }
@@ -103,6 +119,7 @@ pin_project! {
         #[pin]
         inner: F,
         timeout: Option<Duration>,
+        late: bool,
     }
 }
 
@@ -115,8 +132,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        let late = LateOutcome::new();
-        res.extensions_mut().insert(late.clone());
+        let late = this.late.then(|| {
+            let late = LateOutcome::new();
+            res.extensions_mut().insert(late.clone());
+            late
+        });
         let timeout = *this.timeout;
         Poll::Ready(Ok(res.map(|body| IdleBody {
             state: State::Live { body },
@@ -145,7 +165,7 @@ pin_project! {
         timeout: Option<Duration>,
         // Made on the first wait, reset by each frame.
         sleep: Option<Pin<Box<Sleep>>>,
-        late: LateOutcome,
+        late: Option<LateOutcome>,
     }
 }
 
@@ -187,7 +207,9 @@ where
             }
             Poll::Ready(Some(Err(err))) => {
                 this.state.project_replace(State::Ended);
-                this.late.report(Class::Failure);
+                if let Some(late) = this.late {
+                    late.report(Class::Failure);
+                }
                 Poll::Ready(Some(Err(err.into())))
             }
             Poll::Pending => {
@@ -200,7 +222,9 @@ where
                 ready!(sleep.as_mut().poll(cx));
                 // Dropping the body ends its connection.
                 this.state.project_replace(State::Ended);
-                this.late.report(Class::Retryable);
+                if let Some(late) = this.late {
+                    late.report(Class::Retryable);
+                }
                 Poll::Ready(Some(Err(Box::new(
                     Fault::new(StatusCode::GATEWAY_TIMEOUT).with_source(Stalled(timeout)),
                 ))))
