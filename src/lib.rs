@@ -168,6 +168,9 @@ pub mod body;
 #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
 pub mod breaker;
 mod builder;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub mod cache;
 pub mod classify;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
