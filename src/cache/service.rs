@@ -265,10 +265,13 @@ fn may_serve_stale(
     {
         return false;
     }
-    let stale_for = now
-        .duration_since(entry.fresh_until)
-        .unwrap_or(Duration::ZERO);
-    stale_for <= window(entry)
+    let window = window(entry);
+    // Not past its freshness: the request's own directives (max-age,
+    // min-fresh) are what ruled it out, and they rule out a stale answer.
+    let Ok(stale_for) = now.duration_since(entry.fresh_until) else {
+        return false;
+    };
+    !window.is_zero() && stale_for <= window
 }
 
 /// What the upstream's answer leaves to do.
@@ -652,8 +655,12 @@ fn store_failed<St>(shared: &Shared<St>, err: &StoreError) {
 /// What `entry` can do for the request `view` at `now`.
 fn judge(entry: &Entry, view: &http::request::Parts, now: SystemTime) -> Judgement {
     match entry.policy.before_request(view, now) {
-        // `max_ttl` caps what the response said.
-        BeforeRequest::Fresh(_) if now < entry.fresh_until => Judgement::Fresh,
+        // `max_ttl` caps what the response said, unless the caller takes
+        // stale answers that old (`max-stale`, which the crate checked
+        // against the response's own freshness).
+        BeforeRequest::Fresh(_) if now < entry.fresh_until || takes_stale(view, entry, now) => {
+            Judgement::Fresh
+        }
         BeforeRequest::Fresh(_) => {
             let mut headers = view.headers.clone();
             add_validators(&mut headers, &entry.headers);
@@ -665,6 +672,16 @@ fn judge(entry: &Entry, view: &http::request::Parts, now: SystemTime) -> Judgeme
         } => Judgement::Stale(request.headers),
         BeforeRequest::Stale { matches: false, .. } => Judgement::NoMatch,
     }
+}
+
+/// Whether the request's `max-stale` covers how stale `entry` is.
+fn takes_stale(view: &http::request::Parts, entry: &Entry, now: SystemTime) -> bool {
+    if !policy::has_directive(&view.headers, "max-stale") {
+        return false;
+    }
+    let stale_for = now.duration_since(entry.fresh_until).unwrap_or_default();
+    policy::directive(&view.headers, "max-stale")
+        .is_none_or(|max| stale_for <= Duration::from_secs(max))
 }
 
 fn add_validators(req: &mut HeaderMap, stored: &HeaderMap) {
