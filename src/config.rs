@@ -49,6 +49,11 @@ pub struct Config {
     #[cfg(feature = "retry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
     pub retry: Option<crate::retry::Config>,
+    /// `[cache]`: a response cache; absent means none. The keys are the
+    /// methods of [`crate::cache::Config`].
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub cache: Option<crate::cache::Config>,
     /// `[context]`: trace context, IDs and OTLP export; absent means none.
     #[cfg(feature = "context")]
     #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
@@ -387,6 +392,17 @@ impl Config {
             .map_err(|err| ConfigError::field(&format!("breaker.{}", err.field()), err))
     }
 
+    /// The response cache `[cache]` describes, if the section is there.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn cache_layer(&self) -> Result<Option<crate::cache::CacheLayer>, ConfigError> {
+        self.cache
+            .clone()
+            .map(crate::cache::CacheLayer::new)
+            .transpose()
+            .map_err(|err| ConfigError::field(&format!("cache.{}", err.field()), err))
+    }
+
     /// The retry layer `[retry]` describes, if the section is there.
     #[cfg(feature = "retry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
@@ -432,6 +448,12 @@ impl Config {
         self.breaker_layer()?;
         #[cfg(feature = "retry")]
         self.retry_layer()?;
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.cache {
+            cache
+                .validate()
+                .map_err(|err| ConfigError::field(&format!("cache.{}", err.field()), err))?;
+        }
         #[cfg(feature = "context")]
         if let Some(context) = &self.context {
             context.to_context()?;
@@ -575,6 +597,11 @@ mod tests {
             let config = Config::from_toml("[retry]\n").unwrap();
             assert_eq!(config.retry.unwrap(), crate::retry::Config::default());
         }
+        #[cfg(feature = "cache")]
+        {
+            let config = Config::from_toml("[cache]\n").unwrap();
+            assert_eq!(config.cache.unwrap(), crate::cache::Config::default());
+        }
         #[cfg(feature = "context")]
         {
             let config = Config::from_toml("[context]\n").unwrap();
@@ -582,6 +609,45 @@ mod tests {
                 format!("{:?}", config.context.unwrap().to_context().unwrap()),
                 format!("{:?}", crate::context::Config::new())
             );
+        }
+    }
+
+    #[cfg(feature = "cache")]
+    #[test]
+    fn cache_section() {
+        use crate::cache::{Config as Cache, Mode};
+        let config = Config::from_toml(
+            "[cache]\nstore = \"memory\"\nmode = \"private\"\ndefault_ttl = \"10s\"\nmax_ttl = \"1h\"\n\
+             max_entry_bytes = 2048\nmax_bytes = 1048576\nstale_while_revalidate = \"30s\"\n\
+             stale_if_error = \"5m\"\nmax_stale = \"1h\"\ncoalesce = false\nx_cache_header = true\n\
+             [[cache.routes]]\nprefix = \"/static/\"\nttl = \"1d\"\n",
+        )
+        .unwrap();
+        let expected = Cache::default()
+            .mode(Mode::Private)
+            .default_ttl(Duration::from_secs(10))
+            .max_ttl(Duration::from_secs(3600))
+            .max_entry_bytes(2048)
+            .max_bytes(1_048_576)
+            .stale_while_revalidate(Duration::from_secs(30))
+            .stale_if_error(Duration::from_secs(300))
+            .max_stale(Duration::from_secs(3600))
+            .coalesce(false)
+            .x_cache_header(true)
+            .route("/static/", Duration::from_secs(86_400));
+        assert_eq!(config.cache.unwrap(), expected);
+        for (text, expected) in [
+            ("[cache]\nstore = \"disk\"\n", "unknown variant `disk`"),
+            ("[cache]\nmode = \"public\"\n", "unknown variant `public`"),
+            ("[cache]\nmax_entry_bytes = 0\n", "`cache.max_entry_bytes`"),
+            ("[cache]\nttl = \"1s\"\n", "unknown field `ttl`"),
+            (
+                "[[cache.routes]]\nprefix = \"x\"\nttl = \"1s\"\n",
+                "`cache.routes`",
+            ),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
         }
     }
 

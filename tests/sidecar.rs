@@ -1352,3 +1352,67 @@ fn a_bad_log_filter_is_refused() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("RUST_LOG"), "{stderr}");
 }
+
+/// Issue 15: with `[cache]` the sidecar is a shared cache in front of its
+/// upstream: a repeated GET is answered from it (with `Age` and `x-cache`),
+/// a stale entry is answered while the upstream fails (`stale-if-error`),
+/// and `/_shield/health` reports the cache's statistics.
+#[tokio::test]
+async fn the_sidecar_caches_responses() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    let calls = Arc::new(AtomicU32::new(0));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, fail) = (calls.clone(), failing.clone());
+    let upstream = serve(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let fail = fail.load(Ordering::SeqCst);
+        async move {
+            if fail {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("cache-control", "no-store")],
+                    "down",
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    [("cache-control", "max-age=1, stale-if-error=600")],
+                    "cached",
+                )
+            }
+        }
+    }))
+    .await;
+    let file = ConfigFile::new(
+        "cache",
+        &format!("[sidecar]\nupstream = \"http://{upstream}\"\n[cache]\nx_cache_header = true\n"),
+    );
+    let sidecar = start_sidecar(&["--config", file.path()]);
+    let addr = sidecar.addr.unwrap();
+    let first = fetch(addr, "/page").await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let second = fetch(addr, "/page").await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert!(second.headers().contains_key("age"));
+    assert_eq!(
+        second.into_body().collect().await.unwrap().to_bytes(),
+        "cached"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Stale after 1 s (real time: the sidecar's own clock), and the
+    // upstream fails: the stored answer stands in.
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = fetch(addr, "/page").await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.headers()["x-cache"], "STALE");
+    let health = json(fetch(addr, "/_shield/health").await).await;
+    let cache = &health["layers"]["cache"];
+    assert_eq!(cache["enabled"], true, "{health}");
+    assert_eq!(cache["hits"], 1, "{health}");
+    assert_eq!(cache["stale"], 1, "{health}");
+    assert_eq!(cache["store"]["ok"], true, "{health}");
+}

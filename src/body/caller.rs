@@ -40,11 +40,6 @@ impl BodyProgress {
         self.0.load(Ordering::Relaxed) == WAITING
     }
 
-    /// `true` once the body has ended, or failed.
-    pub fn is_done(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == DONE
-    }
-
     fn set(&self, state: u8) {
         self.0.store(state, Ordering::Relaxed);
     }

@@ -419,6 +419,13 @@ impl<B: Body + Unpin> Future for Buffer<B> {
     }
 }
 
+impl<B> From<String> for ReplayBody<B> {
+    /// A replayable body of the text: an error message, say.
+    fn from(text: String) -> Self {
+        Self::from_buffered(Buffered::from_bytes(Bytes::from(text)))
+    }
+}
+
 impl<B> ReplayBody<B> {
     /// A replayable body holding `body`, for example a cached response.
     pub fn from_buffered(body: impl Into<Arc<Buffered>>) -> Self {

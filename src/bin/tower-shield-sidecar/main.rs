@@ -167,6 +167,7 @@ struct Health<S> {
 /// What `/_shield/health` reports: the settings, and the breakers' states.
 struct Report {
     upstream: String,
+    cache: Option<tower_shield::cache::CacheLayer>,
     timeout: tower_shield::config::TimeoutConfig,
     breakers: Option<Breakers>,
     service: Option<String>,
@@ -204,6 +205,26 @@ impl Report {
                 },
                 "breaker": { "enabled": self.breakers.is_some(), "breakers": breakers },
                 "context": { "enabled": self.service.is_some(), "service_name": self.service },
+                "cache": self.cache.as_ref().map_or_else(
+                    || serde_json::json!({ "enabled": false }),
+                    |cache| {
+                        let s = cache.stats();
+                        serde_json::json!({
+                            "enabled": true,
+                            // The in-memory store always answers.
+                            "store": { "kind": "memory", "ok": true },
+                            "hits": s.hits,
+                            "misses": s.misses,
+                            "stale": s.stale,
+                            "revalidations": s.revalidations,
+                            "coalesced": s.coalesced,
+                            "evictions": s.evictions,
+                            "store_errors": s.store_errors,
+                            "bytes": s.bytes,
+                            "hit_ratio": s.hit_ratio(),
+                        })
+                    },
+                ),
             },
         })
         .to_string()
@@ -269,10 +290,10 @@ where
                 .status(status)
                 .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
                 .header(header::CONNECTION, "close")
-                .body(ProxyBody::message(Bytes::from(format!(
+                .body(SidecarBody::from(format!(
                     "{}: {why}\n",
                     status.canonical_reason().unwrap_or("error")
-                ))));
+                )));
             return futures_util::future::Either::Left(std::future::ready(Ok(
                 res.expect("valid response")
             )));
@@ -284,12 +305,12 @@ where
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CACHE_CONTROL, "no-store")
-                .body(ProxyBody::message(Bytes::from(self.report.json())))
+                .body(SidecarBody::from(self.report.json()))
         } else {
             Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)
                 .header(header::ALLOW, "GET, HEAD")
-                .body(ProxyBody::default())
+                .body(SidecarBody::empty())
         };
         futures_util::future::Either::Left(std::future::ready(Ok(res.expect("valid response"))))
     }
@@ -311,7 +332,30 @@ type UpBody = ReplayBody<CallerBody<Incoming>>;
 
 /// What the sidecar answers with: the upstream's body, with a timeout
 /// between its frames, or a message of its own.
-type SidecarBody = ProxyBody<IdleBody<PooledBody>>;
+type SidecarBody = ReplayBody<ProxyBody<IdleBody<PooledBody>>>;
+
+/// The response cache when `[cache]` is configured; otherwise the proxy's
+/// answers pass through in the cache's body type.
+type MaybeCache = tower::util::Either<
+    tower_shield::cache::CacheLayer,
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<PassThrough>,
+        tower::layer::util::Identity,
+    >,
+>;
+
+type PassThrough = fn(Response<ProxyBody<IdleBody<PooledBody>>>) -> Response<SidecarBody>;
+
+fn maybe_cache(cache: &Option<tower_shield::cache::CacheLayer>) -> MaybeCache {
+    match cache {
+        Some(cache) => tower::util::Either::Left(cache.clone()),
+        None => tower::util::Either::Right(
+            ServiceBuilder::new()
+                .map_response((|res| res.map(ReplayBody::passthrough)) as PassThrough)
+                .into_inner(),
+        ),
+    }
+}
 
 #[derive(Clone)]
 struct UpstreamClient {
@@ -501,6 +545,8 @@ struct App {
     caller: CallerBodyLayer,
     /// `[timeout] total`: the whole call, every attempt included.
     total: Option<Duration>,
+    /// `[cache]`: one cache for all workers.
+    cache: Option<tower_shield::cache::CacheLayer>,
     context: tower::util::Either<ServerContextLayer, tower::layer::util::Identity>,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
@@ -515,6 +561,7 @@ fn app(
     config: &Config,
     stack: &ConfiguredClientStack,
     retry: &RetryLayer,
+    cache: &Option<tower_shield::cache::CacheLayer>,
     upstream: &str,
 ) -> Result<App, BoxError> {
     let context = config
@@ -527,6 +574,7 @@ fn app(
         caller: CallerBodyLayer::new()
             .deadline(config.timeout.total.unwrap_or(config.timeout.request)),
         total: config.timeout.total,
+        cache: cache.clone(),
         context: tower::util::option_layer(context.map(ServerContextLayer::new)),
         proxy: ReverseProxyLayer::new(upstream.parse()?)?,
         retry: retry.clone(),
@@ -534,6 +582,7 @@ fn app(
         report: Arc::new(Report {
             upstream: tower_shield::proxy::redacted(upstream).into_owned(),
             timeout: config.timeout.clone(),
+            cache: cache.clone(),
             breakers: stack.breakers(),
             service: config
                 .context
@@ -560,6 +609,7 @@ impl App {
             .layer(self.context.clone())
             .error_responses()
             .map_err(logged)
+            .layer(maybe_cache(&self.cache))
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
@@ -582,6 +632,7 @@ impl App {
             .layer(self.caller)
             .error_responses()
             .map_err(logged)
+            .layer(maybe_cache(&self.cache))
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
@@ -884,6 +935,11 @@ fn run(config: Config, filter: tracing_subscriber::filter::Targets) -> Result<()
         registry.register(breakers);
     }
     registry.register(retry.clone());
+    // One cache for all workers, as for the breakers.
+    let cache = config.cache_layer()?;
+    if let Some(cache) = &cache {
+        registry.register(cache.clone());
+    }
     #[cfg(feature = "otlp")]
     if let Some(guard) = &_telemetry {
         guard.telemetry().observe(&registry);
@@ -901,7 +957,7 @@ fn run(config: Config, filter: tracing_subscriber::filter::Targets) -> Result<()
     let plain = config.retry.is_none() && config.context.is_none();
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
-        let app = app(&config, &stack, &retry, &upstream)?;
+        let app = app(&config, &stack, &retry, &cache, &upstream)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let active = Arc::new(AtomicUsize::new(0));
         workers.push(Worker {
