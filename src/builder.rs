@@ -32,16 +32,27 @@ use tower::{layer::util::Stack, ServiceBuilder};
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds a [`stack::ClientStack`].
-    fn client_stack<Ctx, Brk>(
+    fn client_stack<Ctx, Brk, Cch>(
         self,
-        stack: stack::ClientStack<Ctx, Brk>,
-    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk>, L>>;
+        stack: stack::ClientStack<Ctx, Brk, Cch>,
+    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch>, L>>;
 
     /// Adds a [`stack::ServerStack`].
-    fn server_stack<Ctx, Brk>(
+    fn server_stack<Ctx, Brk, Cch>(
         self,
-        stack: stack::ServerStack<Ctx, Brk>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk>, L>>;
+        stack: stack::ServerStack<Ctx, Brk, Cch>,
+    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch>, L>>;
+
+    /// Adds a [`CacheLayer`](crate::cache::CacheLayer) in memory, built
+    /// from `config`. On a client, put it before `retries` (outside the
+    /// retries and the client stack), so that a hit costs no attempt and
+    /// its `stale-if-error` sees the breaker's refusals.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    fn cache(
+        self,
+        config: crate::cache::Config,
+    ) -> Result<ServiceBuilder<Stack<crate::cache::CacheLayer, L>>, crate::cache::InvalidConfig>;
 
     /// Adds an [`error::ErrorResponseLayer`]: errors below become responses.
     fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>>;
@@ -93,18 +104,27 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn client_stack<Ctx, Brk>(
+    fn client_stack<Ctx, Brk, Cch>(
         self,
-        stack: stack::ClientStack<Ctx, Brk>,
-    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk>, L>> {
+        stack: stack::ClientStack<Ctx, Brk, Cch>,
+    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch>, L>> {
         self.layer(stack)
     }
 
-    fn server_stack<Ctx, Brk>(
+    fn server_stack<Ctx, Brk, Cch>(
         self,
-        stack: stack::ServerStack<Ctx, Brk>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk>, L>> {
+        stack: stack::ServerStack<Ctx, Brk, Cch>,
+    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch>, L>> {
         self.layer(stack)
+    }
+
+    #[cfg(feature = "cache")]
+    fn cache(
+        self,
+        config: crate::cache::Config,
+    ) -> Result<ServiceBuilder<Stack<crate::cache::CacheLayer, L>>, crate::cache::InvalidConfig>
+    {
+        Ok(self.layer(crate::cache::CacheLayer::new(config)?))
     }
 
     fn error_responses(self) -> ServiceBuilder<Stack<error::ErrorResponseLayer, L>> {

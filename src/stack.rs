@@ -11,8 +11,8 @@
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout of the response head (default 5 s), [`IdleTimeoutLayer`] between the frames of its body (default 30 s) |
-//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
+//! | [`ClientStack`] | cache (optional), context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout of the response head (default 5 s), [`IdleTimeoutLayer`] between the frames of its body (default 30 s) |
+//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], cache (optional), circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
 //!
 //! Context is outermost on both sides: on a server its span covers the
 //! whole request and even a 504 from the timeout carries the request's IDs;
@@ -95,13 +95,14 @@ const NEVER: Duration = Duration::MAX;
 /// that failed ([`tower::timeout::error::Elapsed`] for the timeout) or the
 /// client's own error.
 #[derive(Debug, Clone)]
-pub struct ClientStack<Ctx = Identity, Brk = Identity> {
+pub struct ClientStack<Ctx = Identity, Brk = Identity, Cch = Identity> {
     timeout: Duration,
     body_idle: Option<Duration>,
     /// Whether a circuit breaker is in the stack, to hear of bodies that fail.
     breaker_listens: bool,
     context: Ctx,
     breaker: Brk,
+    cache: Cch,
 }
 
 impl Default for ClientStack {
@@ -120,11 +121,12 @@ impl ClientStack {
             breaker_listens: false,
             context: Identity::new(),
             breaker: Identity::new(),
+            cache: Identity::new(),
         }
     }
 }
 
-impl<Ctx, Brk> ClientStack<Ctx, Brk> {
+impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
     /// Sets the timeout of one call (of one attempt, under a retry layer):
     /// how long it may take to answer with a response head.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -163,13 +165,14 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
     pub fn circuit_breaker<K, C>(
         self,
         layer: crate::breaker::CircuitBreakerLayer<K, C>,
-    ) -> ClientStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>> {
+    ) -> ClientStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
             breaker_listens: true,
             context: self.context,
             breaker: layer,
+            cache: self.cache,
         }
     }
 
@@ -181,13 +184,35 @@ impl<Ctx, Brk> ClientStack<Ctx, Brk> {
     pub fn context(
         self,
         config: crate::context::Config,
-    ) -> ClientStack<crate::context::ClientContextLayer, Brk> {
+    ) -> ClientStack<crate::context::ClientContextLayer, Brk, Cch> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
             breaker_listens: self.breaker_listens,
             context: crate::context::ClientContextLayer::new(config),
             breaker: self.breaker,
+            cache: self.cache,
+        }
+    }
+
+    /// Adds a response cache outermost: a hit costs no call at all, and
+    /// the cache's `stale-if-error` sees the breaker's refusals and the
+    /// timeout. With retries (outside the stack), add the cache with
+    /// `ServiceBuilderExt::cache` before `retries` instead, so that a hit
+    /// costs no attempt either.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn cache<St>(
+        self,
+        layer: crate::cache::CacheLayer<St>,
+    ) -> ClientStack<Ctx, Brk, crate::cache::CacheLayer<St>> {
+        ClientStack {
+            timeout: self.timeout,
+            body_idle: self.body_idle,
+            breaker_listens: self.breaker_listens,
+            context: self.context,
+            breaker: self.breaker,
+            cache: layer,
         }
     }
 
@@ -269,6 +294,7 @@ mod configured {
                 breaker_listens: config.breaker.is_some(),
                 context: option_layer(context(config)?.map(ClientContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
+                cache: Identity::new(),
             })
         }
     }
@@ -281,6 +307,7 @@ mod configured {
                 timeout: config.timeout.request,
                 context: option_layer(context(config)?.map(ServerContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
+                cache: Identity::new(),
             })
         }
     }
@@ -293,12 +320,13 @@ mod configured {
 )]
 pub use configured::{ConfiguredClientStack, ConfiguredServerStack};
 
-impl<S, Ctx, Brk> Layer<S> for ClientStack<Ctx, Brk>
+impl<S, Ctx, Brk, Cch> Layer<S> for ClientStack<Ctx, Brk, Cch>
 where
     Brk: Layer<CallerTimeout<Timeout<IdleTimeout<S>>>>,
     Ctx: Layer<Brk::Service>,
+    Cch: Layer<Ctx::Service>,
 {
-    type Service = Ctx::Service;
+    type Service = Cch::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         let idle = match self.body_idle {
@@ -313,7 +341,8 @@ where
         // as a dropped, uncounted call; unless the timeout passed while the
         // request body was waiting on its caller (`CallerTimeout`).
         let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
-        self.context.layer(self.breaker.layer(timeout))
+        self.cache
+            .layer(self.context.layer(self.breaker.layer(timeout)))
     }
 }
 
@@ -324,10 +353,11 @@ where
 /// [`error_response`](crate::error::error_response) (a timeout is 504, an
 /// open breaker 503), so it can go straight into axum's `Router::layer`.
 #[derive(Debug, Clone)]
-pub struct ServerStack<Ctx = Identity, Brk = Identity> {
+pub struct ServerStack<Ctx = Identity, Brk = Identity, Cch = Identity> {
     timeout: Duration,
     context: Ctx,
     breaker: Brk,
+    cache: Cch,
 }
 
 impl Default for ServerStack {
@@ -343,11 +373,12 @@ impl ServerStack {
             timeout: DEFAULT_TIMEOUT,
             context: Identity::new(),
             breaker: Identity::new(),
+            cache: Identity::new(),
         }
     }
 }
 
-impl<Ctx, Brk> ServerStack<Ctx, Brk> {
+impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
     /// Sets the timeout of one request.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -370,11 +401,12 @@ impl<Ctx, Brk> ServerStack<Ctx, Brk> {
     pub fn circuit_breaker<K, C>(
         self,
         layer: crate::breaker::CircuitBreakerLayer<K, C>,
-    ) -> ServerStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>> {
+    ) -> ServerStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch> {
         ServerStack {
             timeout: self.timeout,
             context: self.context,
             breaker: layer,
+            cache: self.cache,
         }
     }
 
@@ -386,11 +418,30 @@ impl<Ctx, Brk> ServerStack<Ctx, Brk> {
     pub fn context(
         self,
         config: crate::context::Config,
-    ) -> ServerStack<crate::context::ServerContextLayer, Brk> {
+    ) -> ServerStack<crate::context::ServerContextLayer, Brk, Cch> {
         ServerStack {
             timeout: self.timeout,
             context: crate::context::ServerContextLayer::new(config),
             breaker: self.breaker,
+            cache: self.cache,
+        }
+    }
+
+    /// Adds a response cache, inside the error responses and outside the
+    /// circuit breaker: a hit never reaches the handler, and the cache's
+    /// `stale-if-error` answers while the breaker refuses or the handler
+    /// fails.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn cache<St>(
+        self,
+        layer: crate::cache::CacheLayer<St>,
+    ) -> ServerStack<Ctx, Brk, crate::cache::CacheLayer<St>> {
+        ServerStack {
+            timeout: self.timeout,
+            context: self.context,
+            breaker: self.breaker,
+            cache: layer,
         }
     }
 
@@ -405,16 +456,18 @@ impl<Ctx, Brk> ServerStack<Ctx, Brk> {
     }
 }
 
-impl<S, Ctx, Brk> Layer<S> for ServerStack<Ctx, Brk>
+impl<S, Ctx, Brk, Cch> Layer<S> for ServerStack<Ctx, Brk, Cch>
 where
     Brk: Layer<CallerTimeout<Timeout<S>>>,
-    Ctx: Layer<crate::error::ErrorResponse<CallerBodyService<Brk::Service>>>,
+    Cch: Layer<Brk::Service>,
+    Ctx: Layer<crate::error::ErrorResponse<CallerBodyService<Cch::Service>>>,
 {
     type Service = Ctx::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
-        let guarded = CallerBodyLayer::new().layer(self.breaker.layer(timeout));
+        let cached = self.cache.layer(self.breaker.layer(timeout));
+        let guarded = CallerBodyLayer::new().layer(cached);
         self.context.layer(ErrorResponseLayer::new().layer(guarded))
     }
 }

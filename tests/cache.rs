@@ -664,3 +664,83 @@ async fn malformed_cache_headers_are_harmless() {
         assert_eq!(status, StatusCode::OK, "{name}: {value}");
     }
 }
+
+/// `ServerStack::cache` around an axum router: a hit never reaches the
+/// handler.
+#[tokio::test(start_paused = true)]
+async fn a_server_stack_caches_an_axum_router() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower_shield::stack::ServerStack;
+    let handled = Arc::new(AtomicU32::new(0));
+    let counted = handled.clone();
+    let app = Router::new()
+        .route(
+            "/page",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { ([("cache-control", "max-age=60")], "page") }
+            }),
+        )
+        .layer(ServerStack::new().cache(layer(Config::default())));
+    let addr = serve(app).await;
+    let client = hyper_client::<Empty<Bytes>>();
+    for expect in ["MISS", "HIT", "HIT"] {
+        let res = client
+            .request(
+                Request::get(format!("http://{addr}/page"))
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-cache"], expect);
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "page");
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+/// On a client, the cache sits outside the breaker: once the upstream
+/// fails and the breaker opens, `stale-if-error` answers from the cache
+/// and the upstream is not called.
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_answers_while_the_breaker_is_open() {
+    use tower_shield::{
+        breaker::{self, CircuitBreakerLayer},
+        stack::ClientStack,
+        ServiceBuilderExt,
+    };
+    let (addr, script) = upstream(
+        200,
+        &[("cache-control", "max-age=1, stale-if-error=600")],
+        "kept",
+    )
+    .await;
+    let stack = ClientStack::new().circuit_breaker(
+        CircuitBreakerLayer::new(breaker::Config::default().failure_threshold(1)).unwrap(),
+    );
+    let breakers = stack.breakers().unwrap();
+    let client = ServiceBuilder::new()
+        .cache(Config::default().x_cache_header(true))
+        .unwrap()
+        .client_stack(stack)
+        .service(hyper_client::<Empty<Bytes>>());
+    let uri = format!("http://{addr}/");
+    let get = || {
+        client
+            .clone()
+            .oneshot(Request::get(uri.as_str()).body(Empty::new()).unwrap())
+    };
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    script.lock().unwrap().status = 500;
+    // The upstream fails (the breaker opens on it): stale.
+    let res = get().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-cache"], "STALE");
+    assert_eq!(breakers.all()[0].state(), breaker::State::Open);
+    // The breaker refuses: stale again, and the upstream is not called.
+    let res = get().await.unwrap();
+    assert_eq!(res.headers()["x-cache"], "STALE");
+    assert_eq!(calls(&script), 2);
+}
