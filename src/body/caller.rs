@@ -348,3 +348,167 @@ where
         Poll::Ready(Err(err))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::find_fault;
+    use bytes::Bytes;
+    use futures_util::{stream, StreamExt};
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    type Frames =
+        Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + Unpin>;
+
+    fn body(frames: Frames) -> StreamBody<Frames> {
+        StreamBody::new(frames)
+    }
+
+    fn hello_then_pending() -> StreamBody<Frames> {
+        body(Box::new(
+            stream::iter([Ok(Frame::data(Bytes::from("hello")))]).chain(stream::pending()),
+        ))
+    }
+
+    #[test]
+    fn an_empty_body_needs_no_progress() {
+        let (body, progress) = CallerBody::new(Empty::<Bytes>::new());
+        assert!(progress.is_none());
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_is_the_caller_s_400_and_then_ends() {
+        let frames: Frames = Box::new(stream::iter([
+            Ok(Frame::data(Bytes::from("ab"))),
+            Err::<Frame<Bytes>, BoxError>("bad chunk size".into()),
+        ]));
+        let (mut body, progress) = CallerBody::new(body(frames));
+        let progress = progress.unwrap();
+        assert!(!body.is_end_stream());
+        body.frame().await.unwrap().unwrap();
+        assert!(!progress.is_waiting_on_caller());
+        let err = body.frame().await.unwrap().unwrap_err();
+        let fault = find_fault(&*err).unwrap();
+        assert_eq!(fault.status(), StatusCode::BAD_REQUEST);
+        assert!(fault.is_caller_fault());
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.frame().await.is_none());
+        assert!(!progress.is_waiting_on_caller());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_past_its_deadline_is_the_caller_s_408() {
+        let (body, progress) = CallerBody::new(hello_then_pending());
+        let mut body = body.deadline(Duration::from_secs(2));
+        let progress = progress.unwrap();
+        body.frame().await.unwrap().unwrap();
+        let started = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(
+            find_fault(&*err).unwrap().status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        let causes: Vec<String> = crate::error::chain(&*err).map(|e| e.to_string()).collect();
+        assert!(
+            causes
+                .iter()
+                .any(|c| c == "the request body did not arrive within 2s"),
+            "{causes:?}"
+        );
+        assert!(body.is_end_stream());
+        assert!(!progress.is_waiting_on_caller());
+        assert!(format!("{body:?}").contains("deadline: Some(2s)"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_says_when_the_reader_waits_on_the_caller() {
+        let (mut body, progress) = CallerBody::new(hello_then_pending());
+        let progress = progress.unwrap();
+        assert!(!progress.is_waiting_on_caller());
+        body.frame().await.unwrap().unwrap();
+        assert!(!progress.is_waiting_on_caller());
+        let waited = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;
+        assert!(waited.is_err());
+        assert!(progress.is_waiting_on_caller());
+    }
+
+    /// A timeout becomes the caller's 408 only while the body waits on the
+    /// caller; any other error, or a timeout while the body is not waiting,
+    /// passes unchanged.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_timeout_that_hit_a_waiting_body_is_the_caller_s() {
+        let elapsed = || -> BoxError { Box::new(tower::timeout::error::Elapsed::new()) };
+        for (waiting, error, caller) in [
+            (true, elapsed(), true),
+            (false, elapsed(), false),
+            (true, BoxError::from("upstream reset"), false),
+        ] {
+            let progress = BodyProgress::default();
+            if waiting {
+                progress.set(WAITING);
+            }
+            let mut error = Some(error);
+            let svc =
+                CallerTimeoutLayer::new().layer(tower::service_fn(move |_req: Request<()>| {
+                    let err = error.take().unwrap();
+                    async move { Err::<(), BoxError>(err) }
+                }));
+            let mut req = Request::new(());
+            req.extensions_mut().insert(progress);
+            let err = svc.oneshot(req).await.unwrap_err();
+            assert_eq!(
+                crate::error::is_caller_fault(&*err),
+                caller,
+                "{waiting} {err}"
+            );
+            if caller {
+                assert_eq!(
+                    crate::error::status_for(&*err).0,
+                    StatusCode::REQUEST_TIMEOUT
+                );
+            }
+        }
+        // Without a progress (a request from elsewhere), nothing changes.
+        let svc = CallerTimeoutLayer::new().layer(tower::service_fn(|_req: Request<()>| async {
+            Err::<(), BoxError>(Box::new(tower::timeout::error::Elapsed::new()))
+        }));
+        let err = svc.oneshot(Request::new(())).await.unwrap_err();
+        assert!(err.is::<tower::timeout::error::Elapsed>());
+        // And an answer passes through.
+        let ok = CallerTimeoutLayer::new().layer(tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(7)
+        }));
+        assert_eq!(ok.oneshot(Request::new(())).await.unwrap(), 7);
+    }
+
+    /// The layer wraps bodies and puts their progress where the timeout
+    /// layer further in finds it; an empty body gets none.
+    #[tokio::test]
+    async fn the_body_layer_shares_progress_through_the_extensions() {
+        let svc = CallerBodyLayer::new()
+            .deadline(Duration::from_secs(1))
+            .layer(tower::service_fn(
+                |req: Request<CallerBody<StreamBody<Frames>>>| async move {
+                    Ok::<_, Infallible>(req.extensions().get::<BodyProgress>().is_some())
+                },
+            ));
+        let req = Request::new(hello_then_pending());
+        assert!(svc.clone().oneshot(req).await.unwrap());
+        let empty: Frames = Box::new(stream::empty());
+        let req = Request::new(StreamBody::new(empty));
+        // A stream body cannot tell it is empty before it is read.
+        assert!(svc.oneshot(req).await.unwrap());
+        let svc = CallerBodyLayer::new().layer(tower::service_fn(
+            |req: Request<CallerBody<Empty<Bytes>>>| async move {
+                Ok::<_, Infallible>(req.extensions().get::<BodyProgress>().is_some())
+            },
+        ));
+        assert!(!svc.oneshot(Request::new(Empty::new())).await.unwrap());
+    }
+}

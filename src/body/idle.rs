@@ -246,3 +246,131 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::find_fault;
+    use bytes::Bytes;
+    use futures_util::{stream, StreamExt};
+    use http_body_util::{BodyExt, StreamBody};
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    type Frames =
+        Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + Unpin>;
+
+    /// A frame every `every`, `n` times, then the end.
+    fn ticking(n: usize, every: Duration) -> StreamBody<Frames> {
+        let frames = stream::iter(0..n).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok(Frame::data(Bytes::from_static(b"x")))
+        });
+        StreamBody::new(Box::new(Box::pin(frames)))
+    }
+
+    fn stalls() -> StreamBody<Frames> {
+        StreamBody::new(Box::new(
+            stream::iter([Ok(Frame::data(Bytes::from_static(b"x")))]).chain(stream::pending()),
+        ))
+    }
+
+    fn fails() -> StreamBody<Frames> {
+        StreamBody::new(Box::new(stream::iter([Err::<Frame<Bytes>, BoxError>(
+            "reset".into(),
+        )])))
+    }
+
+    /// Calls a service answering `body` under `layer`; returns the body and
+    /// what a listener in the response's extensions heard, if one was there.
+    async fn through(
+        layer: IdleTimeoutLayer,
+        body: StreamBody<Frames>,
+    ) -> (
+        IdleBody<StreamBody<Frames>>,
+        Option<Arc<Mutex<Option<Class>>>>,
+    ) {
+        let mut body = Some(body);
+        let svc = layer.layer(tower::service_fn(move |_req: ()| {
+            let body = body.take().unwrap();
+            async move { Ok::<_, BoxError>(Response::new(body)) }
+        }));
+        let res = svc.oneshot(()).await.unwrap();
+        let heard = res.extensions().get::<LateOutcome>().map(|late| {
+            let heard = Arc::new(Mutex::new(None));
+            let sink = heard.clone();
+            late.listen(move |class| *sink.lock().unwrap() = Some(class));
+            heard
+        });
+        (res.into_body(), heard)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_within_the_timeout_keep_the_body_alive() {
+        let (body, heard) = through(
+            IdleTimeoutLayer::new(Duration::from_secs(30)).report_late(true),
+            ticking(5, Duration::from_secs(20)),
+        )
+        .await;
+        let started = Instant::now();
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 5);
+        assert_eq!(started.elapsed(), Duration::from_secs(100));
+        assert_eq!(*heard.unwrap().lock().unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_with_a_504_and_is_reported() {
+        let (mut body, heard) = through(
+            IdleTimeoutLayer::new(Duration::from_secs(30)).report_late(true),
+            stalls(),
+        )
+        .await;
+        body.frame().await.unwrap().unwrap();
+        let started = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(
+            find_fault(&*err).unwrap().status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        let causes: Vec<String> = crate::error::chain(&*err).map(|e| e.to_string()).collect();
+        assert!(
+            causes
+                .iter()
+                .any(|c| c == "the response body sent nothing for 30s"),
+            "{causes:?}"
+        );
+        assert_eq!(*heard.unwrap().lock().unwrap(), Some(Class::Retryable));
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.frame().await.is_none());
+        assert!(format!("{body:?}").contains("ended: true"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_body_is_reported_and_ends() {
+        let (mut body, heard) = through(
+            IdleTimeoutLayer::new(Duration::from_secs(30)).report_late(true),
+            fails(),
+        )
+        .await;
+        assert!(body.frame().await.unwrap().is_err());
+        assert_eq!(*heard.unwrap().lock().unwrap(), Some(Class::Failure));
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_report_late_no_listener_is_offered_and_none_waits_forever() {
+        let (mut body, heard) =
+            through(IdleTimeoutLayer::new(Duration::from_secs(30)), stalls()).await;
+        assert!(heard.is_none());
+        body.frame().await.unwrap().unwrap();
+        assert!(body.frame().await.unwrap().is_err());
+        let (mut body, _) = through(IdleTimeoutLayer::none(), stalls()).await;
+        body.frame().await.unwrap().unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(86_400), body.frame()).await;
+        assert!(waited.is_err());
+        assert!(!body.is_end_stream());
+    }
+}
