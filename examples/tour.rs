@@ -7,8 +7,8 @@
 //! It starts a deliberately flaky upstream on 127.0.0.1, sends traffic
 //! through a client stack built from the crate's layers, and prints what
 //! happened at each step: the pass-through, the timeout, classification,
-//! error responses, the server stack, the circuit breaker, retries, and
-//! trace context and IDs flowing across two hops.
+//! error responses, the server stack, the circuit breaker, retries,
+//! trace context and IDs flowing across two hops, and the response cache.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -383,6 +383,76 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "    an uppercase (invalid) traceparent -> {}: a new trace is started, the bad header goes no further",
         res.status()
+    );
+
+    step(
+        9,
+        "cache: a miss, a hit with its Age, a stampede coalesced, a stale answer while the upstream fails",
+    );
+    let upstream_calls = Arc::new(AtomicU64::new(0));
+    let failing = Arc::new(AtomicBool::new(false));
+    let (counted, fails) = (upstream_calls.clone(), failing.clone());
+    let cached_upstream = serve(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let fails = fails.load(Ordering::SeqCst);
+        async move {
+            // Slow enough that concurrent misses overlap.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if fails {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("cache-control", "no-store")],
+                    "down",
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    [("cache-control", "max-age=1, stale-if-error=600")],
+                    "catalogue v1",
+                )
+            }
+        }
+    }))
+    .await;
+    let cached = ServiceBuilder::new()
+        .cache(tower_shield::cache::Config::default().x_cache_header(true))?
+        .client_stack(ClientStack::new().timeout(timeout))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let fetch = |path: &'static str| {
+        let cached = cached.clone();
+        async move {
+            let res = cached
+                .oneshot(
+                    Request::get(format!("http://{cached_upstream}{path}")).body(Empty::new())?,
+                )
+                .await?;
+            let header = |name: &str| {
+                res.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            let (x_cache, age, status) = (header("x-cache"), header("age"), res.status());
+            let body = res.into_body().collect().await?.to_bytes();
+            Ok::<_, BoxError>(format!("{status} {body:?}, x-cache {x_cache}, age {age}"))
+        }
+    };
+    println!("    GET /catalogue -> {}", fetch("/catalogue").await?);
+    println!("    GET /catalogue -> {}", fetch("/catalogue").await?);
+    let stampede: Vec<_> = (0..20).map(|_| tokio::spawn(fetch("/prices"))).collect();
+    for task in stampede {
+        task.await??;
+    }
+    println!(
+        "    20 concurrent GET /prices; upstream calls so far: {} (1 for /catalogue, 1 for /prices)",
+        upstream_calls.load(Ordering::SeqCst)
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    failing.store(true, Ordering::SeqCst);
+    println!(
+        "    the upstream now fails; GET /catalogue -> {}",
+        fetch("/catalogue").await?
     );
 
     println!("\ntour finished in {:.1?}", started.elapsed());

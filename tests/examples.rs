@@ -21,7 +21,12 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
-#[cfg(all(feature = "breaker", feature = "retry", feature = "context"))]
+#[cfg(all(
+    feature = "breaker",
+    feature = "retry",
+    feature = "context",
+    feature = "cache"
+))]
 fn tour_shows_each_step() {
     let out = run("tour", &[]);
     for expected in [
@@ -47,6 +52,10 @@ fn tour_shows_each_step() {
         "correlation checkout-77",
         "x-correlation-id checkout-77",
         "a new trace is started",
+        "GET /catalogue -> 200 OK b\"catalogue v1\", x-cache MISS",
+        "GET /catalogue -> 200 OK b\"catalogue v1\", x-cache HIT, age 0",
+        "upstream calls so far: 2 (",
+        "the upstream now fails; GET /catalogue -> 200 OK b\"catalogue v1\", x-cache STALE",
         "tour finished in",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
