@@ -487,6 +487,36 @@ mod tests {
         assert_eq!(ok.oneshot(Request::new(())).await.unwrap(), 7);
     }
 
+    /// An inner service that cannot become ready.
+    #[derive(Clone)]
+    pub(crate) struct NotReady;
+
+    impl<R> Service<R> for NotReady {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("not ready".into()))
+        }
+
+        fn call(&mut self, _: R) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_is_the_inner_service_s() {
+        let mut body = CallerBodyLayer::new().layer(NotReady);
+        let err = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut body)
+            .await
+            .err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+        let mut timeout = CallerTimeoutLayer::new().layer(NotReady);
+        let err = ServiceExt::<Request<()>>::ready(&mut timeout).await.err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+    }
+
     /// The layer wraps bodies and puts their progress where the timeout
     /// layer further in finds it; an empty body gets none.
     #[tokio::test]

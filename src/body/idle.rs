@@ -305,6 +305,30 @@ mod tests {
         (res.into_body(), heard)
     }
 
+    #[tokio::test]
+    async fn readiness_is_the_inner_service_s() {
+        let mut svc = IdleTimeoutLayer::new(Duration::from_secs(1)).layer(NotReady);
+        let err = ServiceExt::<()>::ready(&mut svc).await.err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+    }
+
+    /// An inner service that cannot become ready.
+    struct NotReady;
+
+    impl Service<()> for NotReady {
+        type Response = Response<()>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<()>, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("not ready".into()))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn frames_within_the_timeout_keep_the_body_alive() {
         let (body, heard) = through(
