@@ -395,10 +395,12 @@ impl Config {
     /// The response cache `[cache]` describes, if the section is there.
     #[cfg(feature = "cache")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-    pub fn cache_layer(&self) -> Result<Option<crate::cache::CacheLayer>, ConfigError> {
+    pub fn cache_layer(
+        &self,
+    ) -> Result<Option<crate::cache::CacheLayer<crate::cache::ConfiguredStore>>, ConfigError> {
         self.cache
             .clone()
-            .map(crate::cache::CacheLayer::new)
+            .map(crate::cache::CacheLayer::from_config)
             .transpose()
             .map_err(|err| ConfigError::field(&format!("cache.{}", err.field()), err))
     }
@@ -636,7 +638,28 @@ mod tests {
             .x_cache_header(true)
             .route("/static/", Duration::from_secs(86_400));
         assert_eq!(config.cache.unwrap(), expected);
+        #[cfg(feature = "redis")]
+        {
+            let config = Config::from_toml(
+                "[cache]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nnamespace = \"edge\"\nstore_timeout = \"100ms\"\n",
+            )
+            .unwrap();
+            let expected = Cache::default()
+                .redis("redis://127.0.0.1:6379")
+                .namespace("edge")
+                .store_timeout(Duration::from_millis(100));
+            assert_eq!(config.cache.unwrap(), expected);
+            let err = Config::from_toml("[cache]\nstore = \"redis\"\n").unwrap_err();
+            assert!(err.to_string().contains("`cache.redis_url`"), "{err}");
+            let err = Config::from_toml("[cache]\nstore = \"redis\"\nredis_url = \"http://x\"\n")
+                .unwrap()
+                .cache_layer()
+                .unwrap_err();
+            assert!(err.to_string().contains("`cache.redis_url`"), "{err}");
+        }
         for (text, expected) in [
+            ("[cache]\nnamespace = \"a*\"\n", "`cache.namespace`"),
+            ("[cache]\nstore_timeout = \"0s\"\n", "`cache.store_timeout`"),
             ("[cache]\nstore = \"disk\"\n", "unknown variant `disk`"),
             ("[cache]\nmode = \"public\"\n", "unknown variant `public`"),
             ("[cache]\nmax_entry_bytes = 0\n", "`cache.max_entry_bytes`"),

@@ -1416,3 +1416,60 @@ async fn the_sidecar_caches_responses() {
     assert_eq!(cache["stale"], 1, "{health}");
     assert_eq!(cache["store"]["ok"], true, "{health}");
 }
+
+/// Issue 15: two sidecars with `store = "redis"` and one namespace are one
+/// cache: what one stored, the other answers; the health report names the
+/// store and says it answers.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_sidecars_share_a_cache_through_redis() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    let Some(url) = redis_url() else { return };
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let upstream = serve(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { ([("cache-control", "max-age=60")], "shared") }
+    }))
+    .await;
+    let namespace = format!("tower-shield-sidecar-test-{}", std::process::id());
+    let file = ConfigFile::new(
+        "cache-redis",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n[cache]\nstore = \"redis\"\nredis_url = \"{url}\"\n\
+             namespace = \"{namespace}\"\nx_cache_header = true\n"
+        ),
+    );
+    let one = start_sidecar(&["--config", file.path()]);
+    let two = start_sidecar(&["--config", file.path()]);
+    let path = format!("/fleet-{}", std::process::id());
+    // Behind one public name, as a fleet is: the key is the Host and path.
+    let get = |addr: std::net::SocketAddr| {
+        hyper_client::<ReqBody>().request(
+            Request::get(format!("http://{addr}{path}"))
+                .header("host", "shop.example")
+                .body(empty())
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        get(one.addr.unwrap()).await.unwrap().headers()["x-cache"],
+        "MISS"
+    );
+    let res = get(two.addr.unwrap()).await.unwrap();
+    assert_eq!(res.headers()["x-cache"], "HIT");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "shared"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let health = json(fetch(two.addr.unwrap(), "/_shield/health").await).await;
+    assert_eq!(
+        health["layers"]["cache"]["store"]["kind"], "redis",
+        "{health}"
+    );
+    assert_eq!(health["layers"]["cache"]["store"]["ok"], true, "{health}");
+}

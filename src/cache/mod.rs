@@ -72,9 +72,14 @@
 
 mod key;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 mod store;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{RedisStore, DEFAULT_REDIS_TIMEOUT};
 pub use service::{Cache, ResponseFuture};
 pub use store::{Entry, MemoryStore, Store, StoreError, Stored};
 
@@ -126,6 +131,10 @@ pub enum StoreKind {
     /// [`MemoryStore`] (the default).
     #[default]
     Memory,
+    /// [`RedisStore`] at `redis_url`, under `namespace`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    Redis,
 }
 
 /// The cache's settings; also the `[cache]` section of the configuration
@@ -151,12 +160,20 @@ pub struct Config {
     pub(crate) coalesce: bool,
     pub(crate) x_cache_header: bool,
     pub(crate) routes: Vec<Route>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) namespace: String,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
+    pub(crate) store_timeout: Duration,
 }
 
 /// The default `max_entry_bytes`: 1 MiB.
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// The default `max_bytes` of the memory store: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The default `namespace` of a shared store.
+pub const DEFAULT_NAMESPACE: &str = "tower-shield";
+/// The default `store_timeout`: how long one store call may take.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// The default `max_stale`: one day.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(86_400);
 
@@ -175,6 +192,9 @@ impl Default for Config {
             coalesce: true,
             x_cache_header: false,
             routes: Vec::new(),
+            redis_url: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -255,6 +275,29 @@ impl Config {
         self
     }
 
+    /// Keeps entries in Redis at `url` (`redis://127.0.0.1:6379`), shared
+    /// by every instance with the same `namespace`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreKind::Redis;
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// The prefix of a shared store's keys (default `tower-shield`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long one call to a shared store may take before the cache steps
+    /// aside for that request (default 250 ms).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let bad = |field, problem| Err(InvalidConfig { field, problem });
@@ -273,6 +316,16 @@ impl Config {
         }
         if self.routes.iter().any(|r| r.ttl.is_zero()) {
             return bad("routes", "a route TTL must be more than zero");
+        }
+        if self.store_timeout.is_zero() {
+            return bad("store_timeout", "must be more than zero");
+        }
+        if self.namespace.is_empty() || self.namespace.contains(['*', '?', '[', ']']) {
+            return bad("namespace", "must be non-empty, without glob characters");
+        }
+        #[cfg(feature = "redis")]
+        if self.store == StoreKind::Redis && self.redis_url.is_none() {
+            return bad("redis_url", "store = \"redis\" needs a redis_url");
         }
         Ok(())
     }
@@ -370,6 +423,8 @@ struct Shared<St> {
     epoch: (SystemTime, tokio::time::Instant),
     /// When a store error was last logged, to log at most once a second.
     last_store_log: Mutex<Option<tokio::time::Instant>>,
+    /// Whether the store's last call succeeded.
+    store_ok: std::sync::atomic::AtomicBool,
 }
 
 impl<St> Shared<St> {
@@ -421,6 +476,7 @@ impl<St: Store> CacheLayer<St> {
                 flights: Mutex::default(),
                 epoch: (SystemTime::now(), tokio::time::Instant::now()),
                 last_store_log: Mutex::default(),
+                store_ok: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -433,6 +489,12 @@ impl<St: Store> CacheLayer<St> {
     /// The store.
     pub fn store(&self) -> &St {
         &self.shared.store
+    }
+
+    /// Whether the store's last call succeeded (a Redis that is down says
+    /// no until it answers again).
+    pub fn store_ok(&self) -> bool {
+        self.shared.store_ok.load(Ordering::Relaxed)
     }
 
     /// What the cache has done so far.
@@ -487,6 +549,111 @@ impl<St: Store> CacheLayer<St> {
             Arc::new(crate::body::Buffered::from_bytes(body)),
         )
         .await
+    }
+}
+
+/// The store a [`Config`] names: in memory, or (feature `redis`) Redis.
+#[derive(Debug, Clone)]
+pub enum ConfiguredStore {
+    /// [`MemoryStore`].
+    Memory(MemoryStore),
+    /// [`RedisStore`].
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    Redis(RedisStore),
+}
+
+impl Store for ConfiguredStore {
+    async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Self::Memory(s) => s.get(key).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.get(key).await,
+        }
+    }
+
+    async fn put(&self, key: String, value: Stored, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => s.put(key, value, ttl).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.put(key, value, ttl).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => s.delete(key).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.delete(key).await,
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => s.delete_prefix(prefix).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.delete_prefix(prefix).await,
+        }
+    }
+
+    async fn clear(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => s.clear().await,
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.clear().await,
+        }
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        match self {
+            Self::Memory(s) => s.bytes(),
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.bytes(),
+        }
+    }
+
+    fn evictions(&self) -> u64 {
+        match self {
+            Self::Memory(s) => s.evictions(),
+            #[cfg(feature = "redis")]
+            Self::Redis(s) => s.evictions(),
+        }
+    }
+}
+
+impl ConfiguredStore {
+    /// `"memory"` or `"redis"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+impl CacheLayer<ConfiguredStore> {
+    /// The cache the configuration names, in memory or in Redis (call it
+    /// within a tokio runtime for Redis: its connection's task runs there).
+    pub fn from_config(config: Config) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        let store = match config.store {
+            StoreKind::Memory => ConfiguredStore::Memory(MemoryStore::new(config.max_bytes)),
+            #[cfg(feature = "redis")]
+            StoreKind::Redis => ConfiguredStore::Redis(
+                RedisStore::new(
+                    config.redis_url.as_deref().unwrap_or_default(),
+                    &config.namespace,
+                    config.store_timeout,
+                )
+                .map_err(|_| InvalidConfig {
+                    field: "redis_url",
+                    problem:
+                        "not a Redis URL (redis://host:port), or no tokio runtime to connect from",
+                })?,
+            ),
+        };
+        Self::with_store(config, store)
     }
 }
 

@@ -617,7 +617,10 @@ async fn lookup<St: Store>(
     headers: &HeaderMap,
 ) -> Option<Arc<Entry>> {
     let found = match shared.store.get(primary).await {
-        Ok(found) => found,
+        Ok(found) => {
+            store_answered(shared);
+            found
+        }
         Err(err) => {
             store_failed(shared, &err);
             return None;
@@ -640,7 +643,16 @@ async fn lookup<St: Store>(
     }
 }
 
+/// The store answered: it is up (again).
+fn store_answered<St>(shared: &Shared<St>) {
+    if !shared.store_ok.load(Ordering::Relaxed) {
+        shared.store_ok.store(true, Ordering::Relaxed);
+        tracing::info!("the cache's store answers again");
+    }
+}
+
 fn store_failed<St>(shared: &Shared<St>, err: &StoreError) {
+    shared.store_ok.store(false, Ordering::Relaxed);
     shared.counters.store_errors.fetch_add(1, Ordering::Relaxed);
     let mut last = shared
         .last_store_log

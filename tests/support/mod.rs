@@ -386,3 +386,79 @@ pub async fn stalling_upstream() -> (
     );
     (serve(app).await, closed_rx)
 }
+
+/// A `redis-server` of a test's own, on a free port of 127.0.0.1, killed
+/// when dropped: for tests that stop and restart Redis.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (a loud skip) when `redis-server` is not on
+    /// PATH, unless `SHIELD_REQUIRE_REDIS=1`.
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut server = Self { child: None, port };
+        if server.spawn() {
+            Some(server)
+        } else {
+            assert!(
+                std::env::var("SHIELD_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "SHIELD_REQUIRE_REDIS=1 but redis-server cannot be started"
+            );
+            eprintln!("!!! SKIPPING: redis-server is not on PATH !!!");
+            None
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on the same port); waits until it answers.
+    pub fn spawn(&mut self) -> bool {
+        let Ok(child) = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Stops the server.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

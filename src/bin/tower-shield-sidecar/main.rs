@@ -167,7 +167,7 @@ struct Health<S> {
 /// What `/_shield/health` reports: the settings, and the breakers' states.
 struct Report {
     upstream: String,
-    cache: Option<tower_shield::cache::CacheLayer>,
+    cache: Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
     timeout: tower_shield::config::TimeoutConfig,
     breakers: Option<Breakers>,
     service: Option<String>,
@@ -211,8 +211,7 @@ impl Report {
                         let s = cache.stats();
                         serde_json::json!({
                             "enabled": true,
-                            // The in-memory store always answers.
-                            "store": { "kind": "memory", "ok": true },
+                            "store": { "kind": cache.store().kind(), "ok": cache.store_ok() },
                             "hits": s.hits,
                             "misses": s.misses,
                             "stale": s.stale,
@@ -337,7 +336,7 @@ type SidecarBody = ReplayBody<ProxyBody<IdleBody<PooledBody>>>;
 /// The response cache when `[cache]` is configured; otherwise the proxy's
 /// answers pass through in the cache's body type.
 type MaybeCache = tower::util::Either<
-    tower_shield::cache::CacheLayer,
+    tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>,
     tower::layer::util::Stack<
         tower::util::MapResponseLayer<PassThrough>,
         tower::layer::util::Identity,
@@ -346,7 +345,9 @@ type MaybeCache = tower::util::Either<
 
 type PassThrough = fn(Response<ProxyBody<IdleBody<PooledBody>>>) -> Response<SidecarBody>;
 
-fn maybe_cache(cache: &Option<tower_shield::cache::CacheLayer>) -> MaybeCache {
+fn maybe_cache(
+    cache: &Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
+) -> MaybeCache {
     match cache {
         Some(cache) => tower::util::Either::Left(cache.clone()),
         None => tower::util::Either::Right(
@@ -546,7 +547,7 @@ struct App {
     /// `[timeout] total`: the whole call, every attempt included.
     total: Option<Duration>,
     /// `[cache]`: one cache for all workers.
-    cache: Option<tower_shield::cache::CacheLayer>,
+    cache: Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
     context: tower::util::Either<ServerContextLayer, tower::layer::util::Identity>,
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
@@ -561,7 +562,7 @@ fn app(
     config: &Config,
     stack: &ConfiguredClientStack,
     retry: &RetryLayer,
-    cache: &Option<tower_shield::cache::CacheLayer>,
+    cache: &Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
     upstream: &str,
 ) -> Result<App, BoxError> {
     let context = config
@@ -936,7 +937,11 @@ fn run(config: Config, filter: tracing_subscriber::filter::Targets) -> Result<()
     }
     registry.register(retry.clone());
     // One cache for all workers, as for the breakers.
-    let cache = config.cache_layer()?;
+    // A Redis store's connection task runs on the acceptor's runtime.
+    let cache = {
+        let _enter = rt.enter();
+        config.cache_layer()?
+    };
     if let Some(cache) = &cache {
         registry.register(cache.clone());
     }
