@@ -681,8 +681,14 @@ fn judge(entry: &Entry, view: &http::request::Parts, now: SystemTime) -> Judgeme
         BeforeRequest::Stale {
             request,
             matches: true,
-        } => Judgement::Stale(request.headers),
-        BeforeRequest::Stale { matches: false, .. } => Judgement::NoMatch,
+        } => {
+            tracing::debug!(uri = %view.uri, "not served from the cache: stale, or the request asks to revalidate");
+            Judgement::Stale(request.headers)
+        }
+        BeforeRequest::Stale { matches: false, .. } => {
+            tracing::debug!(uri = %view.uri, "not served from the cache: the stored response is for other request headers (Vary)");
+            Judgement::NoMatch
+        }
     }
 }
 
