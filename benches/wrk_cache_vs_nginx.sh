@@ -42,6 +42,8 @@ nginx_conf "$WORK/proxy" auto "" "proxy_cache_path $WORK/proxy/cache keys_zone=s
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NP; location / { proxy_pass http://up; proxy_http_version 1.1;
     proxy_set_header Connection \"\"; proxy_cache shield; } }"
+# nginx's workers (not root) write the cache: let them reach it.
+mkdir -p "$WORK/proxy/cache"; chmod 755 "$WORK"; chmod -R a+rwX "$WORK/proxy"
 "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 printf '[sidecar]\nlisten = "127.0.0.1:%s"\nupstream = "http://127.0.0.1:%s"\n[cache]\nx_cache_header = true\n' \
   "$SP" "$UP" > "$WORK/sidecar.toml"
