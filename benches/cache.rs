@@ -44,15 +44,18 @@ fn get() -> Request<Empty<Bytes>> {
     Request::get(URI).body(Empty::new()).unwrap()
 }
 
-/// Time per call of `lookup`, run `iters` times split over `threads`.
-fn per_thread(iters: u64, threads: u64, lookup: impl Fn() + Sync) -> Duration {
+/// Time per call of `lookup`, run `iters` times split over `threads`;
+/// thread `i` looks up key `i` (as different requests do), so what is
+/// measured is whether lookups of different keys slow each other down.
+fn per_thread(iters: u64, threads: u64, lookup: impl Fn(usize) + Sync) -> Duration {
     let each = iters.div_ceil(threads);
     let start = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for t in 0..threads {
+            let lookup = &lookup;
+            s.spawn(move || {
                 for _ in 0..each {
-                    lookup();
+                    lookup(t as usize);
                 }
             });
         }
@@ -68,29 +71,36 @@ fn store(c: &mut Criterion) {
         .build()
         .unwrap();
     let cache = CacheLayer::new(Config::default()).unwrap();
-    let res = fresh_response().map(|_| Bytes::from_static(b"{\"ok\":true,\"items\":[1,2,3]}"));
-    assert!(rt.block_on(cache.warm(URI, res)).unwrap());
-    let store = cache.store().clone();
-    let value: Stored = store.get_now(URI).expect("warmed");
+    let keys: Vec<String> = (0..64).map(|i| format!("{URI}/{i}")).collect();
     let raw: quick_cache::sync::Cache<String, Stored> = quick_cache::sync::Cache::new(1024);
-    raw.insert(URI.to_owned(), value.clone());
     let moka: moka::sync::Cache<String, Stored> = moka::sync::Cache::new(1024);
-    moka.insert(URI.to_owned(), value);
+    for key in &keys {
+        let res = fresh_response().map(|_| Bytes::from_static(b"{\"ok\":true,\"items\":[1,2,3]}"));
+        assert!(rt.block_on(cache.warm(key, res)).unwrap());
+        let value: Stored = cache.store().get_now(key).expect("warmed");
+        raw.insert(key.clone(), value.clone());
+        moka.insert(key.clone(), value);
+    }
+    let store = cache.store().clone();
 
     let mut group = c.benchmark_group("cache/store");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
     for t in [1, threads] {
         group.bench_function(format!("memory_store/{t}"), |b| {
             b.iter_custom(|iters| {
-                per_thread(iters, t, || drop(black_box(store.get_now(black_box(URI)))))
+                per_thread(iters, t, |i| {
+                    drop(black_box(store.get_now(black_box(&keys[i]))))
+                })
             })
         });
         group.bench_function(format!("peer_quick_cache/{t}"), |b| {
-            b.iter_custom(|iters| per_thread(iters, t, || drop(black_box(raw.get(black_box(URI))))))
+            b.iter_custom(|iters| {
+                per_thread(iters, t, |i| drop(black_box(raw.get(black_box(&keys[i])))))
+            })
         });
         group.bench_function(format!("peer_moka/{t}"), |b| {
             b.iter_custom(|iters| {
-                per_thread(iters, t, || drop(black_box(moka.get(black_box(URI)))))
+                per_thread(iters, t, |i| drop(black_box(moka.get(black_box(&keys[i])))))
             })
         });
     }

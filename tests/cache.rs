@@ -459,29 +459,35 @@ async fn stale_if_error_answers_while_the_upstream_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn stale_if_error_answers_when_the_upstream_is_gone() {
-    let (addr, script) = upstream(200, &[("cache-control", "max-age=1")], "kept").await;
-    let _ = script;
+    // An upstream of this test's own, stopped half way: its listener closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(any(|| async { ([("cache-control", "max-age=1")], "kept") }));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let cache = layer(Config::default().stale_if_error(Duration::from_secs(60)));
-    let client = client(&cache);
     let uri = format!("http://{addr}/");
-    get(&client, &uri).await;
-    // The same URI through a client whose upstream refuses connections:
-    // the cache is shared by the layer's clones.
-    let broken: Client =
-        tower::util::BoxCloneSyncService::new(ServiceBuilder::new().layer(cache.clone()).service(
-            tower::service_fn(|_req: Request<Empty<Bytes>>| async {
-                Err::<Response<hyper::body::Incoming>, BoxError>(Box::new(std::io::Error::from(
-                    std::io::ErrorKind::ConnectionRefused,
-                )))
-            }),
-        ));
+    get(&client(&cache), &uri).await;
+    server.abort();
+    let _ = server.await;
     tokio::time::advance(Duration::from_secs(5)).await;
-    let (status, h, body) = get(&broken, &uri).await;
+    // A new client (no pooled connection): the upstream refuses to connect.
+    let (status, h, body) = get(&client(&cache), &uri).await;
     assert_eq!(
         (status, x_cache(&h), &body[..]),
         (StatusCode::OK, "STALE", &b"kept"[..])
     );
     assert_eq!(cache.stats().stale, 1);
+    // Past the window, the failure is the caller's answer.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let err = client(&cache)
+        .oneshot(Request::get(uri.as_str()).body(Empty::new()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tower_shield::error::status_for(&*err).0,
+        StatusCode::BAD_GATEWAY,
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
