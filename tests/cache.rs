@@ -556,6 +556,38 @@ async fn configured_ttls_apply_only_where_the_response_states_none() {
     assert_eq!(x_cache(&h), "MISS", "the default 10 s");
     // The TTL never reaches the caller.
     assert!(!h.contains_key(header::CACHE_CONTROL));
+    // A response that states its freshness keeps it: a default TTL of 10 s
+    // does not shorten max-age=100, nor Expires, nor s-maxage (shared).
+    for (name, value) in [
+        ("cache-control", "max-age=100".to_owned()),
+        (
+            "expires",
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(100)),
+        ),
+        ("cache-control", "s-maxage=100".to_owned()),
+    ] {
+        let (addr, script) = upstream(200, &[], "x").await;
+        script.lock().unwrap().headers.push((name, value.clone()));
+        let ttl = client(&layer(
+            Config::default().default_ttl(Duration::from_secs(10)),
+        ));
+        let uri = format!("http://{addr}/");
+        get(&ttl, &uri).await;
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let (_, h, _) = get(&ttl, &uri).await;
+        assert_eq!(x_cache(&h), "HIT", "{name}: {value}");
+    }
+    // Only statuses cacheable by default get the default TTL.
+    for (status, stored) in [(201, false), (500, false), (404, true)] {
+        let (addr, script) = upstream(status, &[], "x").await;
+        let ttl = client(&layer(
+            Config::default().default_ttl(Duration::from_secs(10)),
+        ));
+        let uri = format!("http://{addr}/");
+        get(&ttl, &uri).await;
+        get(&ttl, &uri).await;
+        assert_eq!(calls(&script), if stored { 1 } else { 2 }, "{status}");
+    }
     // max_ttl caps what a response says.
     let (addr, script) = upstream(200, &[("cache-control", "max-age=3600")], "x").await;
     let capped = client(&layer(Config::default().max_ttl(Duration::from_secs(5))));
