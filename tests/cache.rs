@@ -782,3 +782,102 @@ async fn stale_if_error_answers_while_the_breaker_is_open() {
     assert_eq!(res.headers()["x-cache"], "STALE");
     assert_eq!(calls(&script), 2);
 }
+
+/// A stale answer is never given when the response or the request forbids
+/// it (RFC 9111 section 4.2.4), nor past its window while the entry is
+/// still kept (it has a validator, so it is kept for revalidation).
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_respects_what_forbids_it_and_its_window() {
+    for (cc, request, stale) in [
+        ("max-age=1, stale-if-error=60", None, true),
+        ("max-age=1, stale-if-error=60, must-revalidate", None, false),
+        ("max-age=1, stale-if-error=60, no-cache", None, false),
+        (
+            "max-age=1, stale-if-error=60, proxy-revalidate",
+            None,
+            false,
+        ),
+        ("max-age=1, s-maxage=1, stale-if-error=60", None, false),
+        ("max-age=1, stale-if-error=60", Some("no-cache"), false),
+    ] {
+        let (addr, script) =
+            upstream(200, &[("cache-control", cc), ("etag", "\"e\"")], "kept").await;
+        let client = client(&layer(Config::default()));
+        let uri = format!("http://{addr}/");
+        get(&client, &uri).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        script.lock().unwrap().status = 503;
+        let headers: Vec<(&str, &str)> =
+            request.map(|r| ("cache-control", r)).into_iter().collect();
+        let (status, h, _) = send(&client, Method::GET, &uri, &headers).await;
+        assert_eq!(x_cache(&h) == "STALE", stale, "{cc} {request:?}");
+        assert_eq!(status == StatusCode::OK, stale, "{cc} {request:?}");
+    }
+    // Past the window, with the entry still kept: the upstream's answer.
+    let (addr, script) = upstream(
+        200,
+        &[
+            ("cache-control", "max-age=1, stale-if-error=60"),
+            ("etag", "\"e\""),
+        ],
+        "kept",
+    )
+    .await;
+    let client = client(&layer(Config::default()));
+    let uri = format!("http://{addr}/");
+    get(&client, &uri).await;
+    tokio::time::advance(Duration::from_secs(120)).await;
+    script.lock().unwrap().status = 503;
+    let (status, _, _) = get(&client, &uri).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// With `coalesce = false`, concurrent misses each go upstream.
+#[tokio::test(start_paused = true)]
+async fn without_coalescing_every_miss_goes_upstream() {
+    let (addr, script) = upstream(200, &[("cache-control", "max-age=60")], "x").await;
+    script.lock().unwrap().delay = Duration::from_millis(500);
+    let client = client(&layer(Config::default().coalesce(false)));
+    let uri = format!("http://{addr}/");
+    let all: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move { get(&client, &uri).await })
+        })
+        .collect();
+    for task in all {
+        task.await.unwrap();
+    }
+    assert_eq!(calls(&script), 10);
+}
+
+/// The layer is ready when its inner service is, and passes its refusal on.
+#[tokio::test]
+async fn readiness_is_the_inner_service_s() {
+    use tower::{Layer, Service};
+    struct NotReady;
+    impl Service<Request<Empty<Bytes>>> for NotReady {
+        type Response = Response<Empty<Bytes>>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Err("not ready".into()))
+        }
+        fn call(&mut self, _: Request<Empty<Bytes>>) -> Self::Future {
+            std::future::ready(Ok(Response::new(Empty::new())))
+        }
+    }
+    impl Clone for NotReady {
+        fn clone(&self) -> Self {
+            NotReady
+        }
+    }
+    let mut svc = layer(Config::default()).layer(NotReady);
+    let err = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
+        .await
+        .err();
+    assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+}

@@ -226,7 +226,7 @@ where
     }
     shared.counters.misses.fetch_add(1, Ordering::Relaxed);
     let result = inner.oneshot(req).await.map_err(Into::into);
-    let res = match upstream_failed(&shared, found.as_ref(), result) {
+    let res = match upstream_failed(&shared, found.as_ref(), &view.headers, result) {
         Outcome::Stale(entry) => {
             shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             let now = shared.now();
@@ -287,6 +287,7 @@ enum Outcome<R> {
 fn upstream_failed<St, B>(
     shared: &Shared<St>,
     entry: Option<&Arc<Entry>>,
+    request: &HeaderMap,
     result: Result<Response<B>, BoxError>,
 ) -> Outcome<Result<Response<B>, BoxError>> {
     let failed = match &result {
@@ -297,10 +298,7 @@ fn upstream_failed<St, B>(
     };
     match entry {
         Some(entry)
-            if failed
-                && may_serve_stale(entry, &HeaderMap::new(), shared.now(), |e| {
-                    e.stale_if_error
-                }) =>
+            if failed && may_serve_stale(entry, request, shared.now(), |e| e.stale_if_error) =>
         {
             tracing::debug!("answering stale: the upstream failed (stale-if-error)");
             Outcome::Stale(entry.clone())
@@ -330,7 +328,7 @@ where
     *req.headers_mut() = headers;
     shared.counters.misses.fetch_add(1, Ordering::Relaxed);
     let result = inner.oneshot(req).await.map_err(Into::into);
-    let res = match upstream_failed(shared, Some(&entry), result) {
+    let res = match upstream_failed(shared, Some(&entry), &view.headers, result) {
         Outcome::Stale(entry) => {
             shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             let now = shared.now();
