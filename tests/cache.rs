@@ -881,3 +881,57 @@ async fn readiness_is_the_inner_service_s() {
         .err();
     assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
 }
+
+/// `no-cache` with a validator: stored, and revalidated before every use
+/// (a 304 answers from the entry); with `Vary: *` nothing is stored at all.
+#[tokio::test(start_paused = true)]
+async fn no_cache_is_stored_for_revalidation_and_vary_star_is_not_stored() {
+    let (addr, script) = upstream(
+        200,
+        &[("cache-control", "no-cache"), ("etag", "\"n\"")],
+        "body",
+    )
+    .await;
+    let cache = layer(Config::default());
+    let revalidating = client(&cache);
+    let uri = format!("http://{addr}/");
+    get(&revalidating, &uri).await;
+    script.lock().unwrap().status = 304;
+    let (status, h, body) = get(&revalidating, &uri).await;
+    assert_eq!(
+        (status, x_cache(&h), &body[..]),
+        (StatusCode::OK, "REVALIDATED", &b"body"[..])
+    );
+    {
+        let s = script.lock().unwrap();
+        assert_eq!(s.seen.last().unwrap().1[header::IF_NONE_MATCH], "\"n\"");
+    }
+    let (addr, _) = upstream(200, &[("cache-control", "max-age=60"), ("vary", "*")], "x").await;
+    let cache = layer(Config::default());
+    get(&client(&cache), &format!("http://{addr}/")).await;
+    assert_eq!(cache.store().len(), 0);
+    let warmed = cache
+        .warm(
+            "http://h/star",
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("vary", "*")
+                .body(Bytes::from("x"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!warmed);
+    let warmed = cache
+        .warm(
+            "http://h/private",
+            Response::builder()
+                .header("cache-control", "private, max-age=60")
+                .body(Bytes::from("x"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!warmed, "a shared cache never stores private");
+    assert_eq!(cache.store().len(), 0);
+}
