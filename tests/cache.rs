@@ -933,5 +933,32 @@ async fn no_cache_is_stored_for_revalidation_and_vary_star_is_not_stored() {
         .await
         .unwrap();
     assert!(!warmed, "a shared cache never stores private");
+    // Not even to revalidate it later, though it has a validator.
+    for (cc, vary) in [("private, max-age=60", None), ("max-age=60", Some("*"))] {
+        let mut headers = vec![("cache-control", cc), ("etag", "\"v\"")];
+        headers.extend(vary.map(|v| ("vary", v)));
+        let (addr, script) = upstream(200, &headers, "x").await;
+        let uri = format!("http://{addr}/");
+        let fresh = client(&cache);
+        get(&fresh, &uri).await;
+        get(&fresh, &uri).await;
+        let s = script.lock().unwrap();
+        assert!(
+            !s.seen[1].1.contains_key(header::IF_NONE_MATCH),
+            "{cc} {vary:?}: nothing was stored to revalidate"
+        );
+        let mut res = Response::builder();
+        for (k, v) in &headers {
+            res = res.header(*k, *v);
+        }
+        let warmed = cache
+            .warm(
+                &format!("http://{addr}/warm"),
+                res.body(Bytes::from("x")).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(!warmed, "{cc} {vary:?}");
+    }
     assert_eq!(cache.store().len(), 0);
 }
