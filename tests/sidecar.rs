@@ -1241,6 +1241,17 @@ async fn at_max_connections_new_connections_wait_their_turn() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// Waits, at most 5 s, until a line of `lines` contains `text`.
+async fn wait_for(lines: &Lines, text: &str) {
+    for _ in 0..500 {
+        if lines.lock().unwrap().iter().any(|l| l.contains(text)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no line with {text:?} in {:?}", lines.lock().unwrap());
+}
+
 /// Issue 14, item 10: the sidecar logs to stderr through `tracing`: upstream
 /// failures and breaker transitions, at the level `[sidecar] log` sets
 /// (which `RUST_LOG` overrides), and at most 10 events a second from one
@@ -1292,7 +1303,8 @@ async fn the_sidecar_logs_failures_and_transitions_rate_limited() {
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     fetch(addr, "/").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The child's stderr arrives through a pipe: wait for the report, bounded.
+    wait_for(&lines, "were held back").await;
     let failed = count(&lines, "request failed, answered 502 Bad Gateway");
     assert!((2..=21).contains(&failed), "{failed} lines logged");
     assert!(
@@ -1318,7 +1330,7 @@ async fn the_sidecar_logs_failures_and_transitions_rate_limited() {
         fetch(sidecar.addr.unwrap(), "/status/500").await.status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(&lines, "circuit breaker transition").await;
     assert_eq!(
         count(&lines, "circuit breaker transition"),
         1,

@@ -433,12 +433,12 @@ where
     }
     let res = keep(shared, &view, res, &Method::GET).await?;
     // Read what was not stored, so the connection is reused.
-    let _ = http_body_util_collect(res.into_body()).await;
+    let _ = drain(res.into_body()).await;
     Ok(())
 }
 
 /// Reads a body to its end, dropping it.
-async fn http_body_util_collect<B: Body + Unpin>(mut body: B) {
+async fn drain<B: Body + Unpin>(mut body: B) {
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         if frame.is_err() {
             return;
