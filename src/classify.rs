@@ -645,6 +645,26 @@ impl fmt::Debug for LateOutcome {
     }
 }
 
+/// The name of the verified calling service, in a request's extensions.
+///
+/// An auth layer puts it there beside its own identity type, so that the
+/// layers that key by caller (a rate limit) can read it without naming the
+/// auth layer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallerName(std::sync::Arc<str>);
+
+impl CallerName {
+    /// The caller `name`.
+    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

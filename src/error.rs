@@ -37,7 +37,7 @@
 //! );
 //! ```
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use std::{
     convert::Infallible,
@@ -101,6 +101,7 @@ pub struct Fault {
     status: StatusCode,
     retry_after: Option<Duration>,
     refused: bool,
+    headers: HeaderMap,
     source: Option<BoxError>,
 }
 
@@ -112,6 +113,7 @@ impl Fault {
             status,
             retry_after: None,
             refused: false,
+            headers: HeaderMap::new(),
             source: None,
         }
     }
@@ -124,6 +126,7 @@ impl Fault {
             status,
             retry_after,
             refused: true,
+            headers: HeaderMap::new(),
             source: None,
         }
     }
@@ -132,6 +135,19 @@ impl Fault {
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// The same fault, answered with `name: value` as well: a challenge
+    /// (`WWW-Authenticate`) or a rate limit's state (`RateLimit`), say.
+    /// [`error_response`] copies these headers into its answer.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The headers to answer with, besides `Retry-After`.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// The status to answer with.
@@ -234,12 +250,18 @@ pub fn status_for(error: &(dyn StdError + 'static)) -> (StatusCode, Option<Durat
 }
 
 /// Builds the response for `error`: the status of [`status_for`], a
-/// `Retry-After` header when known, and a one-line `text/plain` body.
+/// `Retry-After` header when known, the [`Fault::headers`] of the fault that
+/// decided the status, and a one-line `text/plain` body.
 ///
 /// The body names the error's outermost message only, not its whole chain,
 /// so internal details (addresses, paths) do not leak to callers.
 pub fn error_response<B: From<String>>(error: &(dyn StdError + 'static)) -> Response<B> {
     let (status, retry_after) = status_for(error);
+    let headers = match find_fault(error) {
+        // Only the fault that decided the status speaks for the answer.
+        Some(fault) if fault.status() == status => Some(fault.headers()),
+        _ => None,
+    };
     let message = format!(
         "{}: {}\n",
         status.canonical_reason().unwrap_or("error"),
@@ -251,6 +273,9 @@ pub fn error_response<B: From<String>>(error: &(dyn StdError + 'static)) -> Resp
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    for (name, value) in headers.into_iter().flatten() {
+        res.headers_mut().append(name, value.clone());
+    }
     if let Some(after) = retry_after {
         // Round up: telling a caller to come back early defeats the point.
         let secs = after
@@ -481,6 +506,32 @@ mod tests {
         }
         let res: Response<String> = error_response(&Fault::new(StatusCode::BAD_GATEWAY));
         assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_fault_s_headers_are_answered_only_when_it_decides_the_status() {
+        let challenge = HeaderValue::from_static("Bearer error=\"invalid_token\"");
+        let fault = Fault::new(StatusCode::UNAUTHORIZED)
+            .with_header(header::WWW_AUTHENTICATE, challenge.clone())
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        assert_eq!(fault.headers().len(), 2);
+        let res: Response<String> = error_response(&fault);
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let got: Vec<_> = res
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .collect();
+        assert_eq!(got, [&challenge, &HeaderValue::from_static("Basic")]);
+
+        // Behind a timeout the 504 decides, and the fault's headers are not
+        // the answer's.
+        let timed_out = Fault::new(StatusCode::UNAUTHORIZED)
+            .with_header(header::WWW_AUTHENTICATE, challenge)
+            .with_source(tower::timeout::error::Elapsed::new());
+        let res: Response<String> = error_response(&timed_out);
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     /// An inner service that cannot become ready: its error is answered

@@ -134,6 +134,8 @@
 //! | `breaker` | circuit breakers, single or per key | `breaker` (default) |
 //! | `retry` | retries with backoff, jitter, a budget and body replay | `retry` (default) |
 //! | `context` | W3C trace context, request and correlation IDs, spans | `context` (default) |
+//! | `auth` | service-to-service auth: verify static tokens and JWTs on a server, attach tokens on a client | `auth` |
+//! | `limit` | per-service rate limits (GCRA in memory, or in Redis for a fleet) | `limit` |
 //! | [`proxy`] | reverse-proxy request/response rewriting (the sidecar's core) | always |
 //! | [`stack`] | ready-made [`ClientStack`](stack::ClientStack) and [`ServerStack`](stack::ServerStack) | always |
 //! | `config` | serde/TOML configuration for the stacks and the sidecar | `config` |
@@ -163,6 +165,9 @@
 #[macro_use]
 mod macros;
 
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod auth;
 pub mod body;
 #[cfg(feature = "breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
@@ -179,6 +184,9 @@ pub mod config;
 #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
 pub mod context;
 pub mod error;
+#[cfg(feature = "limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
+pub mod limit;
 pub mod proxy;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -498,6 +498,49 @@ impl<B> ReplayBody<B> {
     }
 }
 
+/// A body that can be sent again: what a layer that repeats a request
+/// (once, on a 401, say) needs of it. `None` means this body cannot.
+pub trait TryClone: Sized {
+    /// A copy from the body's start, or `None`.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl<B> TryClone for ReplayBody<B> {
+    fn try_clone(&self) -> Option<Self> {
+        ReplayBody::try_clone(self)
+    }
+}
+
+impl TryClone for String {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryClone for Bytes {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl TryClone for () {
+    fn try_clone(&self) -> Option<Self> {
+        Some(())
+    }
+}
+
+impl<D: Clone> TryClone for http_body_util::Full<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> TryClone for http_body_util::Empty<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(Self::new())
+    }
+}
+
 impl<B> Body for ReplayBody<B>
 where
     B: Body,
