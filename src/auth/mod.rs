@@ -197,14 +197,14 @@ where
     S: Service<Request<String>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: http_body::Body + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     tower::util::BoxCloneSyncService::new(tower::util::MapErr::new(client, Into::into).and_then(
         |res: Response<B>| async move {
             let (parts, body) = res.into_parts();
-            let body = crate::body::collect(body, MAX_FETCHED_BYTES)
+            let body = crate::body::collect(Box::pin(body), MAX_FETCHED_BYTES)
                 .await
                 .map_err(|err| -> BoxError {
                     match err {
