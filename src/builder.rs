@@ -32,16 +32,45 @@ use tower::{layer::util::Stack, ServiceBuilder};
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds a [`stack::ClientStack`].
-    fn client_stack<Ctx, Brk, Cch>(
+    fn client_stack<Ctx, Brk, Cch, Ath>(
         self,
-        stack: stack::ClientStack<Ctx, Brk, Cch>,
-    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch>, L>>;
+        stack: stack::ClientStack<Ctx, Brk, Cch, Ath>,
+    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch, Ath>, L>>;
 
     /// Adds a [`stack::ServerStack`].
-    fn server_stack<Ctx, Brk, Cch>(
+    fn server_stack<Ctx, Brk, Cch, Ath, Lim>(
         self,
-        stack: stack::ServerStack<Ctx, Brk, Cch>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch>, L>>;
+        stack: stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>,
+    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L>>;
+
+    /// Adds an [`AuthLayer`](crate::auth::AuthLayer) (a server verifies
+    /// service credentials). Put it after the server context, so that a
+    /// refused call still carries its IDs, and before any rate limit, so
+    /// that the limit is per verified identity.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    fn verify_credentials(
+        self,
+        layer: crate::auth::AuthLayer,
+    ) -> ServiceBuilder<Stack<crate::auth::AuthLayer, L>>;
+
+    /// Adds an [`AttachLayer`](crate::auth::AttachLayer) (a client attaches
+    /// its credentials).
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    fn credentials(
+        self,
+        credentials: crate::auth::Credentials,
+    ) -> ServiceBuilder<Stack<crate::auth::AttachLayer, L>>;
+
+    /// Adds a [`RateLimitLayer`](crate::limit::RateLimitLayer) built from
+    /// `config`.
+    #[cfg(feature = "limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
+    fn rate_limit(
+        self,
+        config: crate::limit::RateLimitConfig,
+    ) -> Result<ServiceBuilder<Stack<crate::limit::RateLimitLayer, L>>, crate::limit::LimitError>;
 
     /// Adds a [`CacheLayer`](crate::cache::CacheLayer) in memory, built
     /// from `config`. On a client, put it before `retries` (outside the
@@ -104,18 +133,43 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn client_stack<Ctx, Brk, Cch>(
+    fn client_stack<Ctx, Brk, Cch, Ath>(
         self,
-        stack: stack::ClientStack<Ctx, Brk, Cch>,
-    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch>, L>> {
+        stack: stack::ClientStack<Ctx, Brk, Cch, Ath>,
+    ) -> ServiceBuilder<Stack<stack::ClientStack<Ctx, Brk, Cch, Ath>, L>> {
         self.layer(stack)
     }
 
-    fn server_stack<Ctx, Brk, Cch>(
+    fn server_stack<Ctx, Brk, Cch, Ath, Lim>(
         self,
-        stack: stack::ServerStack<Ctx, Brk, Cch>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch>, L>> {
+        stack: stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>,
+    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L>> {
         self.layer(stack)
+    }
+
+    #[cfg(feature = "auth")]
+    fn verify_credentials(
+        self,
+        layer: crate::auth::AuthLayer,
+    ) -> ServiceBuilder<Stack<crate::auth::AuthLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "auth")]
+    fn credentials(
+        self,
+        credentials: crate::auth::Credentials,
+    ) -> ServiceBuilder<Stack<crate::auth::AttachLayer, L>> {
+        self.layer(crate::auth::AttachLayer::new(credentials))
+    }
+
+    #[cfg(feature = "limit")]
+    fn rate_limit(
+        self,
+        config: crate::limit::RateLimitConfig,
+    ) -> Result<ServiceBuilder<Stack<crate::limit::RateLimitLayer, L>>, crate::limit::LimitError>
+    {
+        Ok(self.layer(crate::limit::RateLimitLayer::new(config)?))
     }
 
     #[cfg(feature = "cache")]

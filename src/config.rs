@@ -58,6 +58,200 @@ pub struct Config {
     #[cfg(feature = "context")]
     #[cfg_attr(docsrs, doc(cfg(feature = "context")))]
     pub context: Option<ContextConfig>,
+    /// `[auth]`: verify inbound service credentials; absent means none.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub auth: Option<AuthConfig>,
+    /// `[upstream_auth]`: attach a credential to outbound requests; absent
+    /// means none.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub upstream_auth: Option<UpstreamAuthConfig>,
+    /// `[rate_limit]`: per-caller rate limits; absent means none. The keys
+    /// are the methods of [`crate::limit::RateLimitConfig`].
+    #[cfg(feature = "limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
+    pub rate_limit: Option<crate::limit::RateLimitConfig>,
+}
+
+/// `[auth]`: which credentials inbound requests must carry.
+///
+/// Secrets are named by reference (`env = "VAR"` or `file = "PATH"`), never
+/// required inline; a variable or file that is missing stops the sidecar at
+/// start with an error naming it.
+///
+/// ```toml
+/// [auth]
+/// token_header = "x-service-token"   # default: Authorization: Bearer
+/// allow_anonymous = false
+/// realm = "orders"
+/// watch = "5s"                        # reload token files when they change
+///
+/// [[auth.tokens]]
+/// service = "billing"
+/// scopes = ["orders:read"]
+/// env = "BILLING_TOKEN"               # or file = "/run/secrets/billing"
+///
+/// [auth.jwt]
+/// issuer = ["https://issuer.example"]
+/// audience = ["orders"]
+/// leeway = "30s"
+/// jwks_url = "https://issuer.example/jwks.json"   # or jwks_file, oidc_issuer, [[auth.jwt.keys]]
+/// refresh_min_interval = "30s"
+/// ```
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`: static service tokens.
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenEntry>,
+    /// `token_header`: read static tokens from this header instead of
+    /// `Authorization: Bearer`.
+    pub token_header: Option<String>,
+    /// `[auth.jwt]`: JWT verification.
+    pub jwt: Option<crate::auth::JwtConfig>,
+    /// `allow_anonymous`: let requests without any credential through.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// `realm`: named in the challenge.
+    pub realm: Option<String>,
+    /// `watch`: how often token files are checked for changes (absent: not
+    /// watched).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub watch: Option<Duration>,
+}
+
+#[cfg(feature = "auth")]
+impl AuthConfig {
+    /// The layer this section describes: secrets and keys read now, keys
+    /// from a URL fetched through `fetch` when first needed.
+    pub fn layer(
+        &self,
+        fetch: Option<crate::auth::Fetch>,
+    ) -> Result<crate::auth::AuthLayer, ConfigError> {
+        let mut layer = crate::auth::AuthLayer::new();
+        if !self.tokens.is_empty() {
+            let tokens = crate::auth::StaticTokens::load(self.tokens.clone())
+                .map_err(|err| ConfigError::field("auth.tokens", err))?;
+            layer = layer.static_tokens(tokens);
+        }
+        if let Some(name) = &self.token_header {
+            let name = http::HeaderName::try_from(name.as_str())
+                .map_err(|err| ConfigError::field("auth.token_header", err))?;
+            layer = layer.token_header(name);
+        }
+        if let Some(jwt) = &self.jwt {
+            let fetch = if jwt.is_remote() { fetch } else { None };
+            let verifier = crate::auth::JwtVerifier::new(jwt.clone(), fetch)
+                .map_err(|err| ConfigError::field("auth.jwt", err))?;
+            layer = layer.jwt(verifier);
+        }
+        if self.tokens.is_empty() && self.jwt.is_none() && !self.allow_anonymous {
+            return Err(ConfigError::field(
+                "auth",
+                "give [[auth.tokens]] or [auth.jwt] (or allow_anonymous = true)",
+            ));
+        }
+        if self.allow_anonymous {
+            layer = layer.allow_anonymous();
+        }
+        if let Some(realm) = &self.realm {
+            layer = layer.realm(realm);
+        }
+        Ok(layer)
+    }
+}
+
+/// `[upstream_auth]`: the credential attached to every outbound request:
+/// a static token, or an OAuth 2.0 client-credentials grant.
+///
+/// ```toml
+/// [upstream_auth]
+/// token = { env = "UPSTREAM_TOKEN" }
+///
+/// # or:
+/// [upstream_auth.client_credentials]
+/// token_url = "https://issuer.example/oauth/token"
+/// client_id = "sidecar"
+/// client_secret = { file = "/run/secrets/client_secret" }
+/// scope = "orders:read"
+/// timeout = "5s"
+/// ```
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UpstreamAuthConfig {
+    /// `token`: a static bearer token, by reference.
+    pub token: Option<crate::auth::SecretRef>,
+    /// `[upstream_auth.client_credentials]`: a client-credentials grant.
+    pub client_credentials: Option<ClientCredentialsConfig>,
+}
+
+/// `[upstream_auth.client_credentials]`.
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientCredentialsConfig {
+    /// `token_url`: the token endpoint.
+    pub token_url: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`, by reference.
+    pub client_secret: crate::auth::SecretRef,
+    /// `scope` to ask for.
+    pub scope: Option<String>,
+    /// `audience` to ask for.
+    pub audience: Option<String>,
+    /// `timeout` of a token request (default 5 s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[cfg(feature = "auth")]
+impl UpstreamAuthConfig {
+    /// The credentials this section describes, read now; a grant's tokens
+    /// are fetched through `fetch`.
+    pub fn credentials(
+        &self,
+        fetch: impl FnOnce() -> crate::auth::Fetch,
+    ) -> Result<crate::auth::Credentials, ConfigError> {
+        match (&self.token, &self.client_credentials) {
+            (Some(token), None) => crate::auth::Credentials::bearer(token)
+                .map_err(|err| ConfigError::field("upstream_auth.token", err)),
+            (None, Some(cc)) => {
+                let mut grant = crate::auth::ClientCredentials::new(
+                    &cc.token_url,
+                    &cc.client_id,
+                    &cc.client_secret,
+                    fetch(),
+                )
+                .map_err(|err| {
+                    ConfigError::field("upstream_auth.client_credentials.client_secret", err)
+                })?;
+                if let Some(scope) = &cc.scope {
+                    grant = grant.scope(scope);
+                }
+                if let Some(audience) = &cc.audience {
+                    grant = grant.audience(audience);
+                }
+                if let Some(timeout) = cc.timeout {
+                    grant = grant.timeout(timeout);
+                }
+                Ok(crate::auth::Credentials::client_credentials(grant))
+            }
+            _ => Err(ConfigError::field(
+                "upstream_auth",
+                "give exactly one of `token` or `[upstream_auth.client_credentials]`",
+            )),
+        }
+    }
 }
 
 /// `[context]`: see [`crate::context::Config`] for what each key means.
@@ -459,6 +653,12 @@ impl Config {
         #[cfg(feature = "context")]
         if let Some(context) = &self.context {
             context.to_context()?;
+        }
+        #[cfg(feature = "limit")]
+        if let Some(limit) = &self.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| ConfigError::field("rate_limit", err))?;
         }
         if let Some(upstream) = &self.sidecar.upstream {
             let uri: http::Uri = upstream

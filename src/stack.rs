@@ -11,8 +11,8 @@
 //!
 //! | stack | layers, outermost first |
 //! |---|---|
-//! | [`ClientStack`] | cache (optional), context (optional), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout of the response head (default 5 s), [`IdleTimeoutLayer`] between the frames of its body (default 30 s) |
-//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], cache (optional), circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
+//! | [`ClientStack`] | cache (optional), context (optional), credentials (optional, `auth`), circuit breaker (optional, any key and classifier), [`CallerTimeoutLayer`], timeout of the response head (default 5 s), [`IdleTimeoutLayer`] between the frames of its body (default 30 s) |
+//! | [`ServerStack`] | context (optional), error responses ([`crate::error::ErrorResponseLayer`]), [`CallerBodyLayer`], auth (optional), rate limit (optional), cache (optional), circuit breaker (optional), [`CallerTimeoutLayer`], timeout |
 //!
 //! Context is outermost on both sides: on a server its span covers the
 //! whole request and even a 504 from the timeout carries the request's IDs;
@@ -95,7 +95,7 @@ const NEVER: Duration = Duration::MAX;
 /// that failed ([`tower::timeout::error::Elapsed`] for the timeout) or the
 /// client's own error.
 #[derive(Debug, Clone)]
-pub struct ClientStack<Ctx = Identity, Brk = Identity, Cch = Identity> {
+pub struct ClientStack<Ctx = Identity, Brk = Identity, Cch = Identity, Ath = Identity> {
     timeout: Duration,
     body_idle: Option<Duration>,
     /// Whether a circuit breaker is in the stack, to hear of bodies that fail.
@@ -103,6 +103,7 @@ pub struct ClientStack<Ctx = Identity, Brk = Identity, Cch = Identity> {
     context: Ctx,
     breaker: Brk,
     cache: Cch,
+    auth: Ath,
 }
 
 impl Default for ClientStack {
@@ -122,11 +123,12 @@ impl ClientStack {
             context: Identity::new(),
             breaker: Identity::new(),
             cache: Identity::new(),
+            auth: Identity::new(),
         }
     }
 }
 
-impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
+impl<Ctx, Brk, Cch, Ath> ClientStack<Ctx, Brk, Cch, Ath> {
     /// Sets the timeout of one call (of one attempt, under a retry layer):
     /// how long it may take to answer with a response head.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -165,7 +167,7 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
     pub fn circuit_breaker<K, C>(
         self,
         layer: crate::breaker::CircuitBreakerLayer<K, C>,
-    ) -> ClientStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch> {
+    ) -> ClientStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch, Ath> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
@@ -173,6 +175,7 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
             context: self.context,
             breaker: layer,
             cache: self.cache,
+            auth: self.auth,
         }
     }
 
@@ -184,7 +187,7 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
     pub fn context(
         self,
         config: crate::context::Config,
-    ) -> ClientStack<crate::context::ClientContextLayer, Brk, Cch> {
+    ) -> ClientStack<crate::context::ClientContextLayer, Brk, Cch, Ath> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
@@ -192,6 +195,7 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
             context: crate::context::ClientContextLayer::new(config),
             breaker: self.breaker,
             cache: self.cache,
+            auth: self.auth,
         }
     }
 
@@ -205,7 +209,7 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
     pub fn cache<St>(
         self,
         layer: crate::cache::CacheLayer<St>,
-    ) -> ClientStack<Ctx, Brk, crate::cache::CacheLayer<St>> {
+    ) -> ClientStack<Ctx, Brk, crate::cache::CacheLayer<St>, Ath> {
         ClientStack {
             timeout: self.timeout,
             body_idle: self.body_idle,
@@ -213,6 +217,28 @@ impl<Ctx, Brk, Cch> ClientStack<Ctx, Brk, Cch> {
             context: self.context,
             breaker: self.breaker,
             cache: layer,
+            auth: self.auth,
+        }
+    }
+
+    /// Attaches a service credential to every request
+    /// ([`AttachLayer`](crate::auth::AttachLayer)), inside the context and
+    /// outside the breaker: a request refused with 401 is sent once more
+    /// with a fresh token, and each attempt counts for the breaker.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn auth(
+        self,
+        layer: crate::auth::AttachLayer,
+    ) -> ClientStack<Ctx, Brk, Cch, crate::auth::AttachLayer> {
+        ClientStack {
+            timeout: self.timeout,
+            body_idle: self.body_idle,
+            breaker_listens: self.breaker_listens,
+            context: self.context,
+            breaker: self.breaker,
+            cache: self.cache,
+            auth: layer,
         }
     }
 
@@ -295,6 +321,7 @@ mod configured {
                 context: option_layer(context(config)?.map(ClientContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
                 cache: Identity::new(),
+                auth: Identity::new(),
             })
         }
     }
@@ -308,6 +335,8 @@ mod configured {
                 context: option_layer(context(config)?.map(ServerContextLayer::new)),
                 breaker: option_layer(config.breaker_layer()?),
                 cache: Identity::new(),
+                auth: Identity::new(),
+                limit: Identity::new(),
             })
         }
     }
@@ -320,10 +349,11 @@ mod configured {
 )]
 pub use configured::{ConfiguredClientStack, ConfiguredServerStack};
 
-impl<S, Ctx, Brk, Cch> Layer<S> for ClientStack<Ctx, Brk, Cch>
+impl<S, Ctx, Brk, Cch, Ath> Layer<S> for ClientStack<Ctx, Brk, Cch, Ath>
 where
     Brk: Layer<CallerTimeout<Timeout<IdleTimeout<S>>>>,
-    Ctx: Layer<Brk::Service>,
+    Ath: Layer<Brk::Service>,
+    Ctx: Layer<Ath::Service>,
     Cch: Layer<Ctx::Service>,
 {
     type Service = Cch::Service;
@@ -341,8 +371,9 @@ where
         // as a dropped, uncounted call; unless the timeout passed while the
         // request body was waiting on its caller (`CallerTimeout`).
         let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
+        let breaker = self.breaker.layer(timeout);
         self.cache
-            .layer(self.context.layer(self.breaker.layer(timeout)))
+            .layer(self.context.layer(self.auth.layer(breaker)))
     }
 }
 
@@ -353,11 +384,19 @@ where
 /// [`error_response`](crate::error::error_response) (a timeout is 504, an
 /// open breaker 503), so it can go straight into axum's `Router::layer`.
 #[derive(Debug, Clone)]
-pub struct ServerStack<Ctx = Identity, Brk = Identity, Cch = Identity> {
+pub struct ServerStack<
+    Ctx = Identity,
+    Brk = Identity,
+    Cch = Identity,
+    Ath = Identity,
+    Lim = Identity,
+> {
     timeout: Duration,
     context: Ctx,
     breaker: Brk,
     cache: Cch,
+    auth: Ath,
+    limit: Lim,
 }
 
 impl Default for ServerStack {
@@ -374,11 +413,13 @@ impl ServerStack {
             context: Identity::new(),
             breaker: Identity::new(),
             cache: Identity::new(),
+            auth: Identity::new(),
+            limit: Identity::new(),
         }
     }
 }
 
-impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
+impl<Ctx, Brk, Cch, Ath, Lim> ServerStack<Ctx, Brk, Cch, Ath, Lim> {
     /// Sets the timeout of one request.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -401,12 +442,14 @@ impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
     pub fn circuit_breaker<K, C>(
         self,
         layer: crate::breaker::CircuitBreakerLayer<K, C>,
-    ) -> ServerStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch> {
+    ) -> ServerStack<Ctx, crate::breaker::CircuitBreakerLayer<K, C>, Cch, Ath, Lim> {
         ServerStack {
             timeout: self.timeout,
             context: self.context,
             breaker: layer,
             cache: self.cache,
+            auth: self.auth,
+            limit: self.limit,
         }
     }
 
@@ -418,12 +461,14 @@ impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
     pub fn context(
         self,
         config: crate::context::Config,
-    ) -> ServerStack<crate::context::ServerContextLayer, Brk, Cch> {
+    ) -> ServerStack<crate::context::ServerContextLayer, Brk, Cch, Ath, Lim> {
         ServerStack {
             timeout: self.timeout,
             context: crate::context::ServerContextLayer::new(config),
             breaker: self.breaker,
             cache: self.cache,
+            auth: self.auth,
+            limit: self.limit,
         }
     }
 
@@ -436,12 +481,54 @@ impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
     pub fn cache<St>(
         self,
         layer: crate::cache::CacheLayer<St>,
-    ) -> ServerStack<Ctx, Brk, crate::cache::CacheLayer<St>> {
+    ) -> ServerStack<Ctx, Brk, crate::cache::CacheLayer<St>, Ath, Lim> {
         ServerStack {
             timeout: self.timeout,
             context: self.context,
             breaker: self.breaker,
             cache: layer,
+            auth: self.auth,
+            limit: self.limit,
+        }
+    }
+
+    /// Verifies each request's service credential
+    /// ([`AuthLayer`](crate::auth::AuthLayer)), inside the context and the
+    /// error responses: a refused call is answered 401 and still carries
+    /// its trace and request IDs.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn auth(
+        self,
+        layer: crate::auth::AuthLayer,
+    ) -> ServerStack<Ctx, Brk, Cch, crate::auth::AuthLayer, Lim> {
+        ServerStack {
+            timeout: self.timeout,
+            context: self.context,
+            breaker: self.breaker,
+            cache: self.cache,
+            auth: layer,
+            limit: self.limit,
+        }
+    }
+
+    /// Limits each caller's rate
+    /// ([`RateLimitLayer`](crate::limit::RateLimitLayer)), inside the auth,
+    /// so that the limit is per verified identity, and outside the cache,
+    /// so that a cached answer counts too.
+    #[cfg(feature = "limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
+    pub fn rate_limit(
+        self,
+        layer: crate::limit::RateLimitLayer,
+    ) -> ServerStack<Ctx, Brk, Cch, Ath, crate::limit::RateLimitLayer> {
+        ServerStack {
+            timeout: self.timeout,
+            context: self.context,
+            breaker: self.breaker,
+            cache: self.cache,
+            auth: self.auth,
+            limit: layer,
         }
     }
 
@@ -456,18 +543,21 @@ impl<Ctx, Brk, Cch> ServerStack<Ctx, Brk, Cch> {
     }
 }
 
-impl<S, Ctx, Brk, Cch> Layer<S> for ServerStack<Ctx, Brk, Cch>
+impl<S, Ctx, Brk, Cch, Ath, Lim> Layer<S> for ServerStack<Ctx, Brk, Cch, Ath, Lim>
 where
     Brk: Layer<CallerTimeout<Timeout<S>>>,
     Cch: Layer<Brk::Service>,
-    Ctx: Layer<crate::error::ErrorResponse<CallerBodyService<Cch::Service>>>,
+    Lim: Layer<Cch::Service>,
+    Ath: Layer<Lim::Service>,
+    Ctx: Layer<crate::error::ErrorResponse<CallerBodyService<Ath::Service>>>,
 {
     type Service = Ctx::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         let timeout = CallerTimeoutLayer::new().layer(Timeout::new(inner, self.timeout));
         let cached = self.cache.layer(self.breaker.layer(timeout));
-        let guarded = CallerBodyLayer::new().layer(cached);
+        let limited = self.auth.layer(self.limit.layer(cached));
+        let guarded = CallerBodyLayer::new().layer(limited);
         self.context.layer(ErrorResponseLayer::new().layer(guarded))
     }
 }

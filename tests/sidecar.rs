@@ -312,29 +312,6 @@ async fn flags_override_the_file() {
     );
 }
 
-/// A sidecar configuration file in the temporary directory, removed when
-/// dropped.
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(tag: &str, text: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("tower-shield-{tag}-{}.toml", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs a sidecar that is expected to refuse to start: its exit code and
 /// what it printed on standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
@@ -1484,4 +1461,147 @@ async fn two_sidecars_share_a_cache_through_redis() {
         "{health}"
     );
     assert_eq!(health["layers"]["cache"]["store"]["ok"], true, "{health}");
+}
+
+/// Issue 16: `[auth]` verifies inbound service tokens (by reference, from
+/// the environment), `[rate_limit]` limits each verified caller, and
+/// `/_shield/health` reports both.
+#[tokio::test]
+async fn the_sidecar_verifies_tokens_and_limits_each_caller() {
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "auth",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n\
+             [auth]\nrealm = \"edge\"\n\
+             [[auth.tokens]]\nservice = \"billing\"\nscopes = [\"orders:read\"]\nenv = \"SHIELD_TEST_BILLING\"\n\
+             [[auth.tokens]]\nservice = \"search\"\nenv = \"SHIELD_TEST_SEARCH\"\n\
+             [rate_limit]\nper_second = 1\nburst = 3\nkey = \"identity\"\nheaders = true\n"
+        ),
+    );
+    let sidecar = start_sidecar_with(
+        &["--config", file.path()],
+        &[
+            ("SHIELD_TEST_BILLING", "billing-secret"),
+            ("SHIELD_TEST_SEARCH", "search-secret"),
+        ],
+        None,
+    );
+    let addr = sidecar.addr.unwrap();
+    let call = |token: Option<&'static str>| async move {
+        let mut req = Request::get(format!("http://{addr}/echo"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        hyper_client::<ReqBody>()
+            .request(req.body(empty()).unwrap())
+            .await
+            .unwrap()
+    };
+
+    let res = call(None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"edge\"");
+    let res = call(Some("wrong")).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer realm=\"edge\", error=\"invalid_token\""
+    );
+
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let res = call(Some("billing-secret")).await;
+        statuses.push(res.status());
+        assert_eq!(res.headers()["ratelimit-policy"], "\"default\";q=3;w=3");
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(res.headers()["retry-after"], "1");
+        } else {
+            let echo = json(res).await;
+            assert_eq!(
+                header(&echo, "authorization"),
+                [hex(b"Bearer billing-secret")]
+            );
+        }
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429].map(|s| StatusCode::from_u16(s).unwrap())
+    );
+    // Another caller is not limited by the first.
+    assert_eq!(call(Some("search-secret")).await.status(), StatusCode::OK);
+
+    let health = json(fetch(addr, "/_shield/health").await).await;
+    let layers = &health["layers"];
+    assert_eq!(layers["auth"]["static_tokens"], 2);
+    assert_eq!(layers["rate_limit"]["allowed"], 4);
+    assert_eq!(layers["rate_limit"]["denied"], 2);
+    assert_eq!(layers["rate_limit"]["store"]["kind"], "memory");
+    assert_eq!(layers["upstream_auth"]["enabled"], false);
+}
+
+/// A secret named by reference that is not there stops the sidecar at
+/// start (exit 2), naming the variable or file.
+#[test]
+fn a_missing_secret_stops_the_sidecar_naming_it() {
+    let cases = [
+        (
+            "[auth]\n[[auth.tokens]]\nservice = \"a\"\nenv = \"SHIELD_TEST_SURELY_UNSET\"\n",
+            "environment variable SHIELD_TEST_SURELY_UNSET",
+        ),
+        (
+            "[auth]\n[[auth.tokens]]\nservice = \"a\"\nfile = \"/nonexistent/shield-token\"\n",
+            "file /nonexistent/shield-token",
+        ),
+        (
+            "[upstream_auth]\ntoken = { env = \"SHIELD_TEST_SURELY_UNSET_TOO\" }\n",
+            "environment variable SHIELD_TEST_SURELY_UNSET_TOO",
+        ),
+        (
+            "[auth.jwt]\naudience = [\"a\"]\n[[auth.jwt.keys]]\nalg = \"RS256\"\nfile = \"/nonexistent/key.pem\"\n",
+            "file /nonexistent/key.pem",
+        ),
+        (
+            "[auth]\n[[auth.tokens]]\nservice = \"a\"\nenv = \"X\"\nvalue = \"both\"\n",
+            "exactly one of",
+        ),
+        ("[rate_limit]\nper_second = 0\n", "per_second"),
+        ("[rate_limit]\nkey = \"cookie\"\n", "key must be"),
+        ("[auth]\n", "give [[auth.tokens]] or [auth.jwt]"),
+    ];
+    for (i, (section, expected)) in cases.iter().enumerate() {
+        let text = format!("[sidecar]\nupstream = \"http://127.0.0.1:9\"\n{section}");
+        let file = ConfigFile::new(&format!("secret{i}"), &text);
+        let (code, stderr) = refused(&["--config", file.path()]);
+        assert_eq!(code, Some(2), "{section:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{section:?}: expected {expected:?} in {stderr}"
+        );
+    }
+}
+
+/// `[upstream_auth]` attaches its token to every forwarded request.
+#[tokio::test]
+async fn the_sidecar_attaches_its_upstream_token() {
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "upstream-auth",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n\
+             [upstream_auth]\ntoken = {{ env = \"SHIELD_TEST_UPSTREAM\" }}\n"
+        ),
+    );
+    let sidecar = start_sidecar_with(
+        &["--config", file.path()],
+        &[("SHIELD_TEST_UPSTREAM", "to-the-upstream")],
+        None,
+    );
+    let echo = json(fetch(sidecar.addr.unwrap(), "/echo").await).await;
+    assert_eq!(
+        header(&echo, "authorization"),
+        [hex(b"Bearer to-the-upstream")]
+    );
+    let health = json(fetch(sidecar.addr.unwrap(), "/_shield/health").await).await;
+    assert_eq!(health["layers"]["upstream_auth"]["enabled"], true);
 }

@@ -448,6 +448,18 @@ impl AuthLayer {
     }
 }
 
+impl AuthLayer {
+    /// The static tokens, if any.
+    pub fn static_token_set(&self) -> Option<&StaticTokens> {
+        self.verifiers.tokens.as_ref()
+    }
+
+    /// The JWT verifier, if any.
+    pub fn jwt_verifier(&self) -> Option<&JwtVerifier> {
+        self.verifiers.jwt.as_ref()
+    }
+}
+
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 

@@ -462,3 +462,26 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A sidecar configuration file in the temporary directory, removed when
+/// dropped.
+pub struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    pub fn new(tag: &str, text: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("tower-shield-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -43,10 +43,12 @@ use std::{
 use tokio::net::TcpListener;
 use tower::{timeout::TimeoutLayer, Service, ServiceBuilder, ServiceExt};
 use tower_shield::{
+    auth::{AttachLayer, AuthLayer},
     body::{CallerBody, CallerBodyLayer, CallerTimeoutLayer, IdleBody, ReplayBody},
     breaker::Breakers,
     config::{Config, ConfigError},
     context::ServerContextLayer,
+    limit::RateLimitLayer,
     proxy::{ClientAddr, ProxyBody, ReverseProxyLayer},
     retry::RetryLayer,
     stack::{ClientStack, ConfiguredClientStack},
@@ -167,6 +169,9 @@ struct Health<S> {
 /// What `/_shield/health` reports: the settings, and the breakers' states.
 struct Report {
     upstream: String,
+    auth: Option<AuthLayer>,
+    limit: Option<RateLimitLayer>,
+    attach: Option<AttachLayer>,
     cache: Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
     timeout: tower_shield::config::TimeoutConfig,
     breakers: Option<Breakers>,
@@ -205,6 +210,43 @@ impl Report {
                 },
                 "breaker": { "enabled": self.breakers.is_some(), "breakers": breakers },
                 "context": { "enabled": self.service.is_some(), "service_name": self.service },
+                "auth": self.auth.as_ref().map_or_else(
+                    || serde_json::json!({ "enabled": false }),
+                    |auth| serde_json::json!({
+                        "enabled": true,
+                        "static_tokens": auth.static_token_set().map(|t| t.len()),
+                        "jwt": auth.jwt_verifier().map(|jwt| {
+                            let keys = jwt.key_status();
+                            serde_json::json!({
+                                "keys": keys.keys,
+                                "fetched_ago_s": keys.fetched_ago.map(|d| d.as_secs()),
+                            })
+                        }),
+                    }),
+                ),
+                "upstream_auth": self.attach.as_ref().map_or_else(
+                    || serde_json::json!({ "enabled": false }),
+                    |attach| serde_json::json!({
+                        "enabled": true,
+                        "token_requests": attach.credentials().token_requests(),
+                    }),
+                ),
+                "rate_limit": self.limit.as_ref().map_or_else(
+                    || serde_json::json!({ "enabled": false }),
+                    |limit| {
+                        let s = limit.stats();
+                        serde_json::json!({
+                            "enabled": true,
+                            "store": {
+                                "kind": format!("{:?}", limit.store_kind()).to_lowercase(),
+                                "ok": limit.store_ok(),
+                            },
+                            "allowed": s.allowed,
+                            "denied": s.denied,
+                            "store_errors": s.store_errors,
+                        })
+                    },
+                ),
                 "cache": self.cache.as_ref().map_or_else(
                     || serde_json::json!({ "enabled": false }),
                     |cache| {
@@ -552,7 +594,86 @@ struct App {
     proxy: ReverseProxyLayer,
     retry: RetryLayer,
     stack: ConfiguredClientStack,
+    /// `[auth]`, `[rate_limit]` and `[upstream_auth]`: shared by all workers.
+    guard: Guard,
     report: Arc<Report>,
+}
+
+/// The auth and rate-limit layers, built once for all workers.
+#[derive(Clone, Default)]
+struct Guard {
+    auth: Option<AuthLayer>,
+    limit: Option<RateLimitLayer>,
+    attach: Option<AttachLayer>,
+}
+
+impl Guard {
+    /// Built from `[auth]`, `[rate_limit]` and `[upstream_auth]`, within
+    /// the acceptor's runtime (a Redis limit's connection task and the
+    /// token files' watch run there). A secret that cannot be read is a
+    /// configuration error that names it.
+    fn new(config: &Config, rt: &tokio::runtime::Runtime) -> Result<Self, ConfigError> {
+        let _enter = rt.enter();
+        let fetch = fetcher(config.timeout.request);
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|auth| auth.layer(Some(fetch.clone())))
+            .transpose()?;
+        if let (Some(layer), Some(every)) = (&auth, config.auth.as_ref().and_then(|a| a.watch)) {
+            if let Some(tokens) = layer.static_token_set() {
+                tokens.watch(every);
+            }
+        }
+        let limit = config
+            .rate_limit
+            .clone()
+            .map(RateLimitLayer::new)
+            .transpose()
+            .map_err(|err| ConfigError::field("rate_limit", err))?;
+        let attach = config
+            .upstream_auth
+            .as_ref()
+            .map(|up| up.credentials(|| fetch.clone()))
+            .transpose()?
+            .map(AttachLayer::new);
+        Ok(Self {
+            auth,
+            limit,
+            attach,
+        })
+    }
+}
+
+/// How the sidecar fetches keys and tokens: the crate's client stack
+/// around hyper-util's pooled client.
+fn fetcher(timeout: Duration) -> tower_shield::auth::Fetch {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<String>();
+    tower_shield::auth::fetch_with(
+        ServiceBuilder::new()
+            .client_stack(ClientStack::new().timeout(timeout))
+            .service(client),
+    )
+}
+
+/// The peer's address in each request's extensions, for a rate limit
+/// keyed by peer (or by identity, for anonymous callers); only when there
+/// is a rate limit.
+fn peer_layer(
+    guard: &Guard,
+    peer: SocketAddr,
+) -> Option<
+    tower::util::MapRequestLayer<
+        impl Fn(Request<CallerBody<Incoming>>) -> Request<CallerBody<Incoming>> + Clone,
+    >,
+> {
+    guard.limit.as_ref().map(|_| {
+        tower::util::MapRequestLayer::new(move |mut req: Request<CallerBody<Incoming>>| {
+            req.extensions_mut().insert(peer);
+            req
+        })
+    })
 }
 
 /// A worker's [`App`]: its own upstream client pool, and the layers (health,
@@ -560,6 +681,7 @@ struct App {
 /// [`App::service`] puts around it for each connection.
 fn app(
     config: &Config,
+    guard: &Guard,
     stack: &ConfiguredClientStack,
     retry: &RetryLayer,
     cache: &Option<tower_shield::cache::CacheLayer<tower_shield::cache::ConfiguredStore>>,
@@ -580,8 +702,12 @@ fn app(
         proxy: ReverseProxyLayer::new(upstream.parse()?)?,
         retry: retry.clone(),
         stack: stack.clone(),
+        guard: guard.clone(),
         report: Arc::new(Report {
             upstream: tower_shield::proxy::redacted(upstream).into_owned(),
+            auth: guard.auth.clone(),
+            limit: guard.limit.clone(),
+            attach: guard.attach.clone(),
             timeout: config.timeout.clone(),
             cache: cache.clone(),
             breakers: stack.breakers(),
@@ -610,11 +736,15 @@ impl App {
             .layer(self.context.clone())
             .error_responses()
             .map_err(logged)
+            .option_layer(self.guard.auth.clone())
+            .option_layer(peer_layer(&self.guard, peer))
+            .option_layer(self.guard.limit.clone())
             .layer(maybe_cache(&self.cache))
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
             .layer(self.retry.clone())
+            .option_layer(self.guard.attach.clone())
             .client_stack(self.stack.clone())
             .service(self.client.clone());
         Health {
@@ -633,11 +763,15 @@ impl App {
             .layer(self.caller)
             .error_responses()
             .map_err(logged)
+            .option_layer(self.guard.auth.clone())
+            .option_layer(peer_layer(&self.guard, peer))
+            .option_layer(self.guard.limit.clone())
             .layer(maybe_cache(&self.cache))
             .reverse_proxy(self.proxy.clone().client_addr(&ClientAddr::new(peer)))
             .layer(CallerTimeoutLayer::new())
             .option_layer(self.total.map(TimeoutLayer::new))
             .map_request(|req: Request<CallerBody<Incoming>>| req.map(ReplayBody::passthrough))
+            .option_layer(self.guard.attach.clone())
             .client_stack(self.stack.clone())
             .service(self.client.clone());
         Health {
@@ -960,9 +1094,10 @@ fn run(config: Config, filter: tracing_subscriber::filter::Targets) -> Result<()
     // Without `[retry]` and `[context]` the workers serve the stack without
     // those layers (see `App::plain_service`).
     let plain = config.retry.is_none() && config.context.is_none();
+    let guard = Guard::new(&config, &rt)?;
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
-        let app = app(&config, &stack, &retry, &cache, &upstream)?;
+        let app = app(&config, &guard, &stack, &retry, &cache, &upstream)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let active = Arc::new(AtomicUsize::new(0));
         workers.push(Worker {
@@ -1106,6 +1241,11 @@ fn main() -> ExitCode {
     };
     match run(config, filter) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<ConfigError>() => {
+            tracing::error!("configuration error: {err}");
+            eprintln!("sidecar: configuration error: {err}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!("{err}");
             eprintln!("sidecar: {err}");
