@@ -62,6 +62,7 @@
 mod attach;
 mod jwt;
 mod secret;
+mod signature;
 mod token;
 
 pub use attach::{
@@ -69,6 +70,11 @@ pub use attach::{
 };
 pub use jwt::{JwtConfig, JwtKey, JwtVerifier, KeyError, KeyStatus, DEFAULT_MAX_TOKEN_BYTES};
 pub use secret::{SecretError, SecretRef};
+pub use signature::{
+    sign_request, InMemory, NonceStoreKind, Sign, SignError, SignFuture, SignLayer,
+    SignatureConfig, SignatureFuture, SignatureKey, SignatureLayer, SignatureVerifier, SigningKey,
+    VerifySignature, CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT,
+};
 pub use token::{StaticTokens, TokenEntry};
 
 use crate::{
@@ -98,6 +104,8 @@ pub enum Method {
     StaticToken,
     /// A JWT.
     Jwt,
+    /// An HTTP message signature (RFC 9421).
+    Signature,
 }
 
 /// The verified identity of the calling service: its name, its scopes and
@@ -553,7 +561,10 @@ where
 /// Puts the identity in the request's extensions, with its name as the
 /// shared [`CallerName`] for the layers that key by caller.
 fn identify<B>(req: &mut Request<B>, id: ServiceIdentity) {
-    let extensions = req.extensions_mut();
+    identify_parts(req.extensions_mut(), id);
+}
+
+fn identify_parts(extensions: &mut http::Extensions, id: ServiceIdentity) {
     extensions.insert(CallerName::new(id.name.clone()));
     extensions.insert(id);
 }
@@ -588,6 +599,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Verified already, by a signature layer above.
+        if req.extensions().get::<ServiceIdentity>().is_some() {
+            return AuthFuture::called(self.inner.call(req));
+        }
         match self.verifiers.judge(req.headers()) {
             Verdict::Verified(id) => {
                 identify(&mut req, id);

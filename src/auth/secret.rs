@@ -50,18 +50,18 @@ impl SecretRef {
             Self::Value(secret) => secret.expose_secret().to_owned(),
             Self::Env(name) => std::env::var(name).map_err(|_| SecretError {
                 what: format!("environment variable {name}"),
-                why: "is not set (or not UTF-8)",
+                why: "is not set (or not UTF-8)".into(),
             })?,
             Self::File(path) => std::fs::read_to_string(path).map_err(|_| SecretError {
                 what: format!("file {}", path.display()),
-                why: "cannot be read as UTF-8",
+                why: "cannot be read as UTF-8".into(),
             })?,
         };
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(SecretError {
                 what: self.describe(),
-                why: "is empty",
+                why: "is empty".into(),
             });
         }
         Ok(SecretString::from(trimmed.to_owned()))
@@ -115,14 +115,21 @@ impl fmt::Debug for SecretRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretError {
     what: String,
-    why: &'static str,
+    why: std::borrow::Cow<'static, str>,
 }
 
 impl SecretError {
     pub(crate) fn invalid(what: &str) -> Self {
         Self {
             what: what.to_owned(),
-            why: "is not a valid header value",
+            why: "is not a valid header value".into(),
+        }
+    }
+
+    pub(crate) fn other(what: &str, why: String) -> Self {
+        Self {
+            what: what.to_owned(),
+            why: why.into(),
         }
     }
 
