@@ -122,6 +122,9 @@ pub struct AuthConfig {
     /// watched).
     #[serde(default, deserialize_with = "opt_duration")]
     pub watch: Option<Duration>,
+    /// `[auth.signature]`: RFC 9421 signed requests (for a program's own
+    /// stack: see [`AuthConfig::signature_layer`]).
+    pub signature: Option<crate::auth::SignatureConfig>,
 }
 
 #[cfg(feature = "auth")]
@@ -149,10 +152,14 @@ impl AuthConfig {
                 .map_err(|err| ConfigError::field("auth.jwt", err))?;
             layer = layer.jwt(verifier);
         }
-        if self.tokens.is_empty() && self.jwt.is_none() && !self.allow_anonymous {
+        if self.tokens.is_empty()
+            && self.jwt.is_none()
+            && self.signature.is_none()
+            && !self.allow_anonymous
+        {
             return Err(ConfigError::field(
                 "auth",
-                "give [[auth.tokens]] or [auth.jwt] (or allow_anonymous = true)",
+                "give [[auth.tokens]], [auth.jwt] or [auth.signature] (or allow_anonymous = true)",
             ));
         }
         if self.allow_anonymous {
@@ -162,6 +169,28 @@ impl AuthConfig {
             layer = layer.realm(realm);
         }
         Ok(layer)
+    }
+}
+
+#[cfg(feature = "auth")]
+impl AuthConfig {
+    /// The signature layer `[auth.signature]` describes, to go outside the
+    /// [`layer`](Self::layer): signed requests are decided there, the
+    /// others go on to the tokens and JWTs (when there are any).
+    pub fn signature_layer(&self) -> Result<Option<crate::auth::SignatureLayer>, ConfigError> {
+        let Some(config) = &self.signature else {
+            return Ok(None);
+        };
+        let verifier = crate::auth::SignatureVerifier::new(config.clone())
+            .map_err(|err| ConfigError::field("auth.signature", err))?;
+        let mut layer = crate::auth::SignatureLayer::new(verifier);
+        if !self.tokens.is_empty() || self.jwt.is_some() || self.allow_anonymous {
+            layer = layer.or_next();
+        }
+        if let Some(realm) = &self.realm {
+            layer = layer.realm(realm);
+        }
+        Ok(Some(layer))
     }
 }
 
@@ -190,6 +219,43 @@ pub struct UpstreamAuthConfig {
     pub token: Option<crate::auth::SecretRef>,
     /// `[upstream_auth.client_credentials]`: a client-credentials grant.
     pub client_credentials: Option<ClientCredentialsConfig>,
+    /// `[upstream_auth.jwt]`: short-lived JWTs signed with this service's
+    /// own key.
+    pub jwt: Option<MintedJwtConfig>,
+}
+
+/// `[upstream_auth.jwt]`.
+///
+/// ```toml
+/// [upstream_auth.jwt]
+/// service = "checkout"
+/// alg = "ES256"
+/// kid = "checkout-1"
+/// audience = "orders"
+/// lifetime = "5m"
+/// key = { file = "/run/secrets/checkout.pem" }
+/// ```
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MintedJwtConfig {
+    /// `service`: this service's name (`iss` and `sub`).
+    pub service: String,
+    /// `alg`: `HS256`, `RS256`, `ES256`, `EdDSA`, ...
+    pub alg: String,
+    /// `kid` to name in each token.
+    pub kid: Option<String>,
+    /// `audience`: the `aud` claim.
+    pub audience: Option<String>,
+    /// `scope`: the `scope` claim.
+    pub scope: Option<String>,
+    /// `lifetime` of each token (default 5 minutes).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lifetime: Option<Duration>,
+    /// `key`: the HMAC secret or private key (PEM), by reference.
+    pub key: crate::auth::SecretRef,
 }
 
 /// `[upstream_auth.client_credentials]`.
@@ -222,10 +288,27 @@ impl UpstreamAuthConfig {
         &self,
         fetch: impl FnOnce() -> crate::auth::Fetch,
     ) -> Result<crate::auth::Credentials, ConfigError> {
-        match (&self.token, &self.client_credentials) {
-            (Some(token), None) => crate::auth::Credentials::bearer(token)
+        match (&self.token, &self.client_credentials, &self.jwt) {
+            (Some(token), None, None) => crate::auth::Credentials::bearer(token)
                 .map_err(|err| ConfigError::field("upstream_auth.token", err)),
-            (None, Some(cc)) => {
+            (None, None, Some(jwt)) => {
+                let mut minted = crate::auth::MintedJwt::new(&jwt.service, &jwt.alg, &jwt.key)
+                    .map_err(|err| ConfigError::field("upstream_auth.jwt", err))?;
+                if let Some(kid) = &jwt.kid {
+                    minted = minted.kid(kid);
+                }
+                if let Some(audience) = &jwt.audience {
+                    minted = minted.audience(audience);
+                }
+                if let Some(scope) = &jwt.scope {
+                    minted = minted.scope(scope);
+                }
+                if let Some(lifetime) = jwt.lifetime {
+                    minted = minted.lifetime(lifetime);
+                }
+                Ok(crate::auth::Credentials::minted(minted))
+            }
+            (None, Some(cc), None) => {
                 let mut grant = crate::auth::ClientCredentials::new(
                     &cc.token_url,
                     &cc.client_id,
@@ -248,7 +331,7 @@ impl UpstreamAuthConfig {
             }
             _ => Err(ConfigError::field(
                 "upstream_auth",
-                "give exactly one of `token` or `[upstream_auth.client_credentials]`",
+                "give exactly one of `token`, `[upstream_auth.client_credentials]` or `[upstream_auth.jwt]`",
             )),
         }
     }

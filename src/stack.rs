@@ -492,16 +492,20 @@ impl<Ctx, Brk, Cch, Ath, Lim> ServerStack<Ctx, Brk, Cch, Ath, Lim> {
         }
     }
 
-    /// Verifies each request's service credential
-    /// ([`AuthLayer`](crate::auth::AuthLayer)), inside the context and the
-    /// error responses: a refused call is answered 401 and still carries
-    /// its trace and request IDs.
+    /// Verifies each request's service credential, inside the context and
+    /// the error responses (a refused call is answered 401 and still
+    /// carries its trace and request IDs) and inside the
+    /// [`CallerBodyLayer`] (a body read for a signature's digest that
+    /// fails is the caller's 400).
+    ///
+    /// `layer` is an [`AuthLayer`](crate::auth::AuthLayer), or, to accept
+    /// signed requests as well, a
+    /// [`SignatureLayer`](crate::auth::SignatureLayer) with `or_next` in
+    /// front of one:
+    /// `ServiceBuilder::new().layer(signatures).layer(auth).into_inner()`.
     #[cfg(feature = "auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
-    pub fn auth(
-        self,
-        layer: crate::auth::AuthLayer,
-    ) -> ServerStack<Ctx, Brk, Cch, crate::auth::AuthLayer, Lim> {
+    pub fn auth<A>(self, layer: A) -> ServerStack<Ctx, Brk, Cch, A, Lim> {
         ServerStack {
             timeout: self.timeout,
             context: self.context,

@@ -877,8 +877,14 @@ mod signatures {
                     }
                 }),
             )
-            .layer(AuthLayer::new().static_tokens(tokens()))
-            .layer(layer);
+            .layer(
+                ServiceBuilder::new()
+                    // Bodies as they come from the caller: what the
+                    // signature layer reads ahead.
+                    .layer(tower_shield::body::CallerBodyLayer::new())
+                    .layer(layer)
+                    .layer(AuthLayer::new().static_tokens(tokens())),
+            );
         (serve(app).await, calls)
     }
 

@@ -1605,3 +1605,120 @@ async fn the_sidecar_attaches_its_upstream_token() {
     let health = json(fetch(sidecar.addr.unwrap(), "/_shield/health").await).await;
     assert_eq!(health["layers"]["upstream_auth"]["enabled"], true);
 }
+
+/// `[auth.signature]`: RFC 9421 signed requests are verified at the edge
+/// (body read ahead and forwarded whole), and a replay is refused.
+#[tokio::test]
+async fn the_sidecar_verifies_signed_requests() {
+    use tower::ServiceExt;
+    use tower_shield::auth::{SecretRef, SignLayer, SigningKey};
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "signature",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n\
+             [auth.signature]\nwindow = \"1m\"\n\
+             [[auth.signature.keys]]\nkeyid = \"k1\"\nservice = \"ledger\"\nenv = \"SHIELD_TEST_SIG\"\n"
+        ),
+    );
+    let sidecar = start_sidecar_with(
+        &["--config", file.path()],
+        &[("SHIELD_TEST_SIG", "the shared signing secret")],
+        None,
+    );
+    let url = format!("http://{}/echo", sidecar.addr.unwrap());
+    let signer = tower::ServiceBuilder::new()
+        .layer(SignLayer::new(
+            SigningKey::new("k1", &SecretRef::value("the shared signing secret")).unwrap(),
+        ))
+        .service(hyper_client::<String>());
+    let req = Request::post(&url)
+        .body("signed payload".to_owned())
+        .unwrap();
+    let res = signer.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let echo = json(res).await;
+    assert_eq!(echo["body_sha256"], sha256_hex(b"signed payload"));
+
+    // The same signed request again: its nonce is spent.
+    let mut req = Request::post(&url).body("again".to_owned()).unwrap();
+    tower_shield::auth::sign_request(
+        &mut req,
+        &SigningKey::new("k1", &SecretRef::value("the shared signing secret")).unwrap(),
+    )
+    .unwrap();
+    let replay = || {
+        let mut copy = Request::post(&url).body("again".to_owned()).unwrap();
+        *copy.headers_mut() = req.headers().clone();
+        copy
+    };
+    assert_eq!(
+        hyper_client::<String>()
+            .request(replay())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        hyper_client::<String>()
+            .request(replay())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Unsigned: refused (no other verifier).
+    let res = hyper_client::<String>()
+        .request(Request::post(&url).body("x".to_owned()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let health = json(fetch(sidecar.addr.unwrap(), "/_shield/health").await).await;
+    assert_eq!(health["layers"]["auth"]["signature_keys"], 1);
+}
+
+/// `[upstream_auth.jwt]`: the sidecar mints short-lived JWTs with its own
+/// key for the upstream, one per lifetime.
+#[tokio::test]
+async fn the_sidecar_mints_jwts_for_its_upstream() {
+    let upstream = serve(upstream()).await;
+    let file = ConfigFile::new(
+        "minted",
+        &format!(
+            "[sidecar]\nupstream = \"http://{upstream}\"\n\
+             [upstream_auth.jwt]\nservice = \"edge\"\nalg = \"HS256\"\nkid = \"edge-1\"\n\
+             audience = \"orders\"\nlifetime = \"10m\"\nkey = {{ env = \"SHIELD_TEST_JWT_KEY\" }}\n"
+        ),
+    );
+    let secret = "a minting secret of at least 32 bytes";
+    let sidecar = start_sidecar_with(
+        &["--config", file.path()],
+        &[("SHIELD_TEST_JWT_KEY", secret)],
+        None,
+    );
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let echo = json(fetch(sidecar.addr.unwrap(), "/echo").await).await;
+        let value = header(&echo, "authorization")[0];
+        let bytes: Vec<u8> = (0..value.len() / 2)
+            .map(|i| u8::from_str_radix(&value[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        tokens.push(String::from_utf8(bytes).unwrap());
+    }
+    // One token, cached for its lifetime.
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
+    let token = tokens[0].strip_prefix("Bearer ").unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["orders"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "edge");
+    assert_eq!(data.header.kid.as_deref(), Some("edge-1"));
+    let health = json(fetch(sidecar.addr.unwrap(), "/_shield/health").await).await;
+    assert_eq!(health["layers"]["upstream_auth"]["token_requests"], 1);
+}

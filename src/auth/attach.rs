@@ -147,6 +147,140 @@ impl fmt::Debug for ClientCredentials {
     }
 }
 
+/// A short-lived JWT this service signs itself with its own key, for a
+/// server that trusts the key (by JWKS or configuration): `iss` and `sub`
+/// name this service, `aud` the server, `exp` a few minutes ahead, and
+/// `jti` is fresh each time.
+#[derive(Clone)]
+pub struct MintedJwt {
+    alg: jsonwebtoken::Algorithm,
+    key: Arc<jsonwebtoken::EncodingKey>,
+    kid: Option<String>,
+    issuer: String,
+    audience: Option<String>,
+    scope: Option<String>,
+    lifetime: Duration,
+}
+
+impl MintedJwt {
+    /// Tokens for `service` (its `iss` and `sub`), signed with `alg` and the
+    /// key in `key` (the HMAC secret, or the private key in PEM), read now.
+    ///
+    /// # Errors
+    ///
+    /// The key cannot be read or parsed, or the algorithm is unknown.
+    pub fn new(
+        service: impl Into<String>,
+        alg: &str,
+        key: &SecretRef,
+    ) -> Result<Self, SecretError> {
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        let alg: Algorithm = alg.parse().map_err(|_| {
+            SecretError::other("the signing algorithm", format!("{alg:?} is unknown"))
+        })?;
+        let secret = key.read()?;
+        let bytes = secret.expose_secret().as_bytes();
+        let key = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                EncodingKey::from_secret(bytes)
+            }
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(bytes),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(bytes),
+            _ => EncodingKey::from_rsa_pem(bytes),
+        }
+        .map_err(|_| {
+            SecretError::other("the signing key", format!("is not a valid {alg:?} key"))
+        })?;
+        Ok(Self {
+            alg,
+            key: Arc::new(key),
+            kid: None,
+            issuer: service.into(),
+            audience: None,
+            scope: None,
+            lifetime: Duration::from_secs(300),
+        })
+    }
+
+    /// The `kid` to name in each token's header.
+    pub fn kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The `aud` claim.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The `scope` claim.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// How long each token lives (default 5 minutes).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    fn mint(&self) -> Result<(HeaderValue, Duration), TokenError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut claims = serde_json::json!({
+            "iss": self.issuer,
+            "sub": self.issuer,
+            "iat": now,
+            "exp": now + self.lifetime.as_secs(),
+            "jti": format!("{:032x}", fastrand::u128(..)),
+        });
+        if let Some(aud) = &self.audience {
+            claims["aud"] = aud.as_str().into();
+        }
+        if let Some(scope) = &self.scope {
+            claims["scope"] = scope.as_str().into();
+        }
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = self.kid.clone();
+        let token = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|_| TokenError::new("the token could not be signed"))?;
+        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| TokenError::new("the token is not a valid header"))?;
+        value.set_sensitive(true);
+        Ok((value, self.lifetime))
+    }
+}
+
+impl fmt::Debug for MintedJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MintedJwt")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a [`Grant`]'s tokens come from.
+#[derive(Debug, Clone)]
+enum Source {
+    ClientCredentials(ClientCredentials),
+    Minted(MintedJwt),
+}
+
+impl Source {
+    async fn token(&self) -> Result<(HeaderValue, Duration), TokenError> {
+        match self {
+            Self::ClientCredentials(grant) => grant.request().await,
+            Self::Minted(minted) => minted.mint(),
+        }
+    }
+}
+
 /// A token could not be had from the token endpoint. It never holds the
 /// client secret or a token.
 #[derive(Debug)]
@@ -190,7 +324,8 @@ impl std::error::Error for TokenError {
 pub enum Credentials {
     /// `Authorization: Bearer` with a fixed token.
     Static(HeaderValue),
-    /// `Authorization: Bearer` with a token of a client-credentials grant.
+    /// `Authorization: Bearer` with a token of a client-credentials grant,
+    /// or a JWT minted here, renewed before it expires.
     ClientCredentials(Arc<Grant>),
 }
 
@@ -211,15 +346,25 @@ impl Credentials {
     /// Tokens from a client-credentials grant, each cached until shortly
     /// before it expires (a tenth of its lifetime early, at most 30 s).
     pub fn client_credentials(grant: ClientCredentials) -> Self {
+        Self::from_source(Source::ClientCredentials(grant))
+    }
+
+    /// JWTs this service mints itself, cached like a grant's.
+    pub fn minted(minted: MintedJwt) -> Self {
+        Self::from_source(Source::Minted(minted))
+    }
+
+    fn from_source(source: Source) -> Self {
         Self::ClientCredentials(Arc::new(Grant {
-            grant,
+            source,
             current: Mutex::new(None),
             flight: tokio::sync::Mutex::new(()),
             requests: Default::default(),
         }))
     }
 
-    /// How many token requests have been sent (0 for a static token).
+    /// How many tokens have been requested or minted (0 for a static
+    /// token).
     pub fn token_requests(&self) -> u64 {
         match self {
             Self::Static(_) => 0,
@@ -236,15 +381,15 @@ impl fmt::Debug for Credentials {
             Self::Static(_) => f.write_str("Credentials::Static([REDACTED])"),
             Self::ClientCredentials(grant) => f
                 .debug_tuple("Credentials::ClientCredentials")
-                .field(&grant.grant)
+                .field(&grant.source)
                 .finish(),
         }
     }
 }
 
-/// A client-credentials grant and the token it last gave.
+/// A source of renewable tokens and the token it last gave.
 pub struct Grant {
-    grant: ClientCredentials,
+    source: Source,
     current: Mutex<Option<(HeaderValue, Instant)>>,
     /// Held by the one token request in flight.
     flight: tokio::sync::Mutex<()>,
@@ -254,7 +399,7 @@ pub struct Grant {
 impl fmt::Debug for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Grant")
-            .field("grant", &self.grant)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -279,7 +424,7 @@ impl Grant {
         }
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (value, lifetime) = self.grant.request().await?;
+        let (value, lifetime) = self.source.token().await?;
         let early = (lifetime / 10).min(Duration::from_secs(30));
         let renew_at = Instant::now() + (lifetime - early);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((value.clone(), renew_at));

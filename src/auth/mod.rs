@@ -66,7 +66,8 @@ mod signature;
 mod token;
 
 pub use attach::{
-    AttachFuture, AttachLayer, AttachService, ClientCredentials, Credentials, TokenError,
+    AttachFuture, AttachLayer, AttachService, ClientCredentials, Credentials, Grant, MintedJwt,
+    TokenError,
 };
 pub use jwt::{JwtConfig, JwtKey, JwtVerifier, KeyError, KeyStatus, DEFAULT_MAX_TOKEN_BYTES};
 pub use secret::{SecretError, SecretRef};

@@ -2,7 +2,7 @@
 //! over at least `@method`, `@target-uri` and `content-digest` (RFC 9530).
 
 use super::{Denied, Method, SecretError, SecretRef, ServiceIdentity};
-use crate::body::ReplayBody;
+use crate::body::{CallerBody, ReplayBody};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
@@ -540,9 +540,14 @@ fn now_secs() -> u64 {
 /// here with 401. An unsigned one is refused too, unless
 /// [`or_next`](Self::or_next) lets it go on to an [`AuthLayer`](super::AuthLayer)
 /// beneath, which then decides (it lets a request this layer verified
-/// through). The service beneath sees each body as a
-/// [`ReplayBody`]: the whole body when it was read for its digest,
-/// else the body passed through.
+/// through).
+///
+/// Bodies are [`CallerBody`]s: put a
+/// [`CallerBodyLayer`](crate::body::CallerBodyLayer) outside (a
+/// `ServerStack` and the sidecar have one), so that a body that fails while
+/// it is read for its digest is the caller's fault (400, or 408 past its
+/// deadline). The body read for the digest is given out again, whole, to
+/// the service beneath.
 #[derive(Debug, Clone)]
 pub struct SignatureLayer {
     verifier: SignatureVerifier,
@@ -635,12 +640,12 @@ impl<F: Future<Output = Result<T, E>>, T, E> Future for SignatureFuture<F, T, E>
     }
 }
 
-impl<S, B, ResB> Service<Request<B>> for VerifySignature<S>
+impl<S, B, ResB> Service<Request<CallerBody<B>>> for VerifySignature<S>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S: Service<Request<CallerBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: http_body::Body + Unpin + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::BoxError>,
     ResB: From<String> + Send + 'static,
 {
@@ -652,12 +657,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<CallerBody<B>>) -> Self::Future {
         let signed = req.headers().contains_key(SIGNATURE_INPUT);
         if !signed && self.layer.or_next {
             return SignatureFuture {
                 kind: SigKind::Called {
-                    future: self.inner.call(req.map(ReplayBody::passthrough)),
+                    future: self.inner.call(req),
                 },
             };
         }
@@ -671,26 +676,21 @@ where
                     if !signed {
                         return Ok(Denied::missing(realm).respond());
                     }
-                    let (mut parts, body) = req.into_parts();
+                    let (mut parts, mut body) = req.into_parts();
                     let limit = layer.verifier.inner.max_body_bytes;
-                    let body = match ReplayBody::buffer(body, limit).await {
-                        Ok(body) => body,
-                        // The caller's body failed: its own answer (400).
-                        Err(err) => {
-                            let err: crate::BoxError = err.into();
-                            return Ok(crate::error::error_response(&*err));
-                        }
-                    };
-                    let bytes = match body.buffered() {
-                        Some(buffered) => buffered.to_bytes(),
-                        None => {
+                    let bytes = match body.read_ahead(limit).await {
+                        Ok(Some(bytes)) => bytes,
+                        Ok(None) => {
                             tracing::debug!("signed body over the limit");
                             return Ok(Denied::invalid(realm).respond());
                         }
+                        // The caller's body failed: its own answer (400, 408).
+                        Err(err) => return Ok(crate::error::error_response(&*err)),
                     };
                     match layer.verifier.verify(&parts, &bytes).await {
                         Ok(id) => {
                             super::identify_parts(&mut parts.extensions, id);
+                            // The body goes on whole, as it came.
                             inner.call(Request::from_parts(parts, body)).await
                         }
                         Err(why) => {

@@ -4,10 +4,12 @@ use crate::{
     error::{chain, Fault},
     BoxError,
 };
+use bytes::{Buf, Bytes};
 use http::{Request, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::{
+    collections::VecDeque,
     fmt,
     future::Future,
     pin::Pin,
@@ -67,7 +69,7 @@ pin_project! {
     /// A request body as it arrives from the caller: its errors are the
     /// caller's faults (400), and past its deadline, a wait for the
     /// caller's bytes fails with a 408 fault. See the [`body`](crate::body) module docs.
-    pub struct CallerBody<B> {
+    pub struct CallerBody<B: Body> {
         #[pin]
         inner: B,
         // `None` for a body that was empty from the start.
@@ -76,6 +78,8 @@ pin_project! {
         // Made on the first wait, so a body that arrives at once costs no timer.
         sleep: Option<Pin<Box<Sleep>>>,
         failed: bool,
+        // Frames read ahead (`read_ahead`), given out before the rest.
+        held: VecDeque<Frame<B::Data>>,
     }
 }
 
@@ -89,6 +93,7 @@ impl<B: Body> CallerBody<B> {
             deadline: None,
             sleep: None,
             failed: false,
+            held: VecDeque::new(),
         };
         (wrapped, progress)
     }
@@ -101,7 +106,50 @@ impl<B: Body> CallerBody<B> {
     }
 }
 
-impl<B> fmt::Debug for CallerBody<B> {
+impl<B> CallerBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Reads the body ahead, up to `limit` bytes, under the same rules as
+    /// any read of it (its errors are the caller's, its deadline holds);
+    /// what was read is given out again, first, by the body itself. The
+    /// whole body when it fits, else `None` (the rest still streams).
+    ///
+    /// # Errors
+    ///
+    /// The body failed (a 400 or 408 fault, as for any read).
+    pub async fn read_ahead(&mut self, limit: usize) -> Result<Option<Bytes>, BoxError> {
+        let mut held: VecDeque<Frame<Bytes>> = VecDeque::new();
+        let mut size = 0usize;
+        let result = loop {
+            if size > limit {
+                break Ok(None);
+            }
+            match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_inner(cx)).await {
+                None => {
+                    let mut whole = bytes::BytesMut::with_capacity(size);
+                    for frame in &held {
+                        if let Some(data) = frame.data_ref() {
+                            whole.extend_from_slice(data);
+                        }
+                    }
+                    break Ok(Some(whole.freeze()));
+                }
+                Some(Ok(frame)) => {
+                    size += frame.data_ref().map_or(0, Bytes::len);
+                    held.push_back(frame);
+                }
+                Some(Err(err)) => break Err(err),
+            }
+        };
+        held.append(&mut self.held);
+        self.held = held;
+        result
+    }
+}
+
+impl<B: Body> fmt::Debug for CallerBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallerBody")
             .field("progress", &self.progress)
@@ -119,6 +167,46 @@ where
     type Error = BoxError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        if let Some(frame) = self.as_mut().project().held.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        self.poll_inner(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_empty() && (self.failed || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.failed {
+            return SizeHint::with_exact(0);
+        }
+        let held: u64 = self
+            .held
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.remaining() as u64)
+            .sum();
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
+impl<B> CallerBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// A frame from the caller's body itself.
+    fn poll_inner(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
@@ -165,17 +253,6 @@ where
                 Poll::Ready(Some(Err(caller_fault(StatusCode::BAD_REQUEST, err))))
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.failed {
-            return SizeHint::with_exact(0);
-        }
-        self.inner.size_hint()
     }
 }
 

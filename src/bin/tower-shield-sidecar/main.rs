@@ -169,6 +169,7 @@ struct Health<S> {
 /// What `/_shield/health` reports: the settings, and the breakers' states.
 struct Report {
     upstream: String,
+    signature: Option<tower_shield::auth::SignatureLayer>,
     auth: Option<AuthLayer>,
     limit: Option<RateLimitLayer>,
     attach: Option<AttachLayer>,
@@ -215,6 +216,7 @@ impl Report {
                     |auth| serde_json::json!({
                         "enabled": true,
                         "static_tokens": auth.static_token_set().map(|t| t.len()),
+                        "signature_keys": self.signature.as_ref().map(|s| s.verifier().key_count()),
                         "jwt": auth.jwt_verifier().map(|jwt| {
                             let keys = jwt.key_status();
                             serde_json::json!({
@@ -602,6 +604,7 @@ struct App {
 /// The auth and rate-limit layers, built once for all workers.
 #[derive(Clone, Default)]
 struct Guard {
+    signature: Option<tower_shield::auth::SignatureLayer>,
     auth: Option<AuthLayer>,
     limit: Option<RateLimitLayer>,
     attach: Option<AttachLayer>,
@@ -620,6 +623,10 @@ impl Guard {
             .as_ref()
             .map(|auth| auth.layer(Some(fetch.clone())))
             .transpose()?;
+        let signature = match &config.auth {
+            Some(auth) => auth.signature_layer()?,
+            None => None,
+        };
         if let (Some(layer), Some(every)) = (&auth, config.auth.as_ref().and_then(|a| a.watch)) {
             if let Some(tokens) = layer.static_token_set() {
                 tokens.watch(every);
@@ -638,6 +645,7 @@ impl Guard {
             .transpose()?
             .map(AttachLayer::new);
         Ok(Self {
+            signature,
             auth,
             limit,
             attach,
@@ -705,6 +713,7 @@ fn app(
         guard: guard.clone(),
         report: Arc::new(Report {
             upstream: tower_shield::proxy::redacted(upstream).into_owned(),
+            signature: guard.signature.clone(),
             auth: guard.auth.clone(),
             limit: guard.limit.clone(),
             attach: guard.attach.clone(),
@@ -736,6 +745,7 @@ impl App {
             .layer(self.context.clone())
             .error_responses()
             .map_err(logged)
+            .option_layer(self.guard.signature.clone())
             .option_layer(self.guard.auth.clone())
             .option_layer(peer_layer(&self.guard, peer))
             .option_layer(self.guard.limit.clone())
@@ -763,6 +773,7 @@ impl App {
             .layer(self.caller)
             .error_responses()
             .map_err(logged)
+            .option_layer(self.guard.signature.clone())
             .option_layer(self.guard.auth.clone())
             .option_layer(peer_layer(&self.guard, peer))
             .option_layer(self.guard.limit.clone())
