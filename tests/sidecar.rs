@@ -1567,7 +1567,7 @@ fn a_missing_secret_stops_the_sidecar_naming_it() {
         ),
         ("[rate_limit]\nper_second = 0\n", "per_second"),
         ("[rate_limit]\nkey = \"cookie\"\n", "key must be"),
-        ("[auth]\n", "give [[auth.tokens]] or [auth.jwt]"),
+        ("[auth]\n", "give [[auth.tokens]], [auth.jwt] or [auth.signature]"),
     ];
     for (i, (section, expected)) in cases.iter().enumerate() {
         let text = format!("[sidecar]\nupstream = \"http://127.0.0.1:9\"\n{section}");

@@ -1254,7 +1254,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<ConfigError>() => {
             tracing::error!("configuration error: {err}");
-            eprintln!("sidecar: configuration error: {err}");
             ExitCode::from(2)
         }
         Err(err) => {
