@@ -7,7 +7,13 @@
 //!   `ServerStack` does (a timeout, `x-request-id` set and propagated, and
 //!   `TraceLayer`'s span);
 //! - `shield`: under `ServerStack` with context (trace context, request and
-//!   correlation IDs, a span), error responses and a timeout.
+//!   correlation IDs, a span), error responses and a timeout;
+//! - `tower_http_auth`: `tower_http` with `ValidateRequestHeaderLayer::bearer`
+//!   (one static token);
+//! - `shield_auth`: `shield` with auth (three static tokens) and a rate
+//!   limit per verified caller, in memory, with a quota wrk never reaches.
+//!
+//! wrk sends `Authorization: Bearer bench-token` to every variant.
 //!
 //! ```text
 //! server_stack --variant shield --listen 127.0.0.1:8081
@@ -26,26 +32,52 @@ fn router() -> Router {
     )
 }
 
+/// The token wrk sends.
+const TOKEN: &str = "bench-token";
+
 fn app(variant: &str) -> Router {
     let timeout = Duration::from_secs(5);
     match variant {
         "bare" => router(),
-        "tower_http" => {
+        "tower_http" | "tower_http_auth" => {
             use tower_http::{
                 request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
                 timeout::TimeoutLayer,
                 trace::TraceLayer,
             };
             let header = http::HeaderName::from_static("x-request-id");
+            #[allow(deprecated)]
+            let auth = (variant == "tower_http_auth")
+                .then(|| tower_http::validate_request::ValidateRequestHeaderLayer::bearer(TOKEN));
             router().layer(
                 tower::ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
                     .layer(TraceLayer::new_for_http())
                     .layer(PropagateRequestIdLayer::new(header))
+                    .option_layer(auth)
                     .layer(TimeoutLayer::with_status_code(
                         http::StatusCode::GATEWAY_TIMEOUT,
                         timeout,
                     )),
+            )
+        }
+        "shield_auth" => {
+            use tower_shield::{auth, context, limit, stack::ServerStack};
+            let tokens = auth::StaticTokens::load(vec![
+                auth::TokenEntry::new("bench", auth::SecretRef::value(TOKEN)),
+                auth::TokenEntry::new("other", auth::SecretRef::value("other-token-0123")),
+                auth::TokenEntry::new("third", auth::SecretRef::value("third-token-4567")),
+            ])
+            .expect("tokens");
+            router().layer(
+                ServerStack::new()
+                    .context(context::Config::new())
+                    .auth(auth::AuthLayer::new().static_tokens(tokens))
+                    .rate_limit(
+                        limit::RateLimitLayer::new(limit::RateLimitConfig::new(1e9, u32::MAX))
+                            .expect("limit"),
+                    )
+                    .timeout(timeout),
             )
         }
         "shield" => {
@@ -56,7 +88,9 @@ fn app(variant: &str) -> Router {
                     .timeout(timeout),
             )
         }
-        other => panic!("unknown variant {other:?}: bare, tower_http or shield"),
+        other => panic!(
+            "unknown variant {other:?}: bare, tower_http, shield, tower_http_auth or shield_auth"
+        ),
     }
 }
 

@@ -4,6 +4,9 @@
 use crate::{error, proxy, stack};
 use tower::{layer::util::Stack, ServiceBuilder};
 
+/// A builder with `T` added on top of `L`.
+type Layered<T, L> = ServiceBuilder<Stack<T, L>>;
+
 /// Adds this crate's layers to a [`ServiceBuilder`] chain, from their
 /// configuration.
 ///
@@ -41,7 +44,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn server_stack<Ctx, Brk, Cch, Ath, Lim>(
         self,
         stack: stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L>>;
+    ) -> Layered<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L>;
 
     /// Adds an [`AuthLayer`](crate::auth::AuthLayer) (a server verifies
     /// service credentials). Put it after the server context, so that a
@@ -143,7 +146,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn server_stack<Ctx, Brk, Cch, Ath, Lim>(
         self,
         stack: stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>,
-    ) -> ServiceBuilder<Stack<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L>> {
+    ) -> Layered<stack::ServerStack<Ctx, Brk, Cch, Ath, Lim>, L> {
         self.layer(stack)
     }
 

@@ -101,7 +101,8 @@ pub struct Fault {
     status: StatusCode,
     retry_after: Option<Duration>,
     refused: bool,
-    headers: HeaderMap,
+    // Boxed: most faults have none, and a fault travels in `Err`s.
+    headers: Option<Box<HeaderMap>>,
     source: Option<BoxError>,
 }
 
@@ -113,7 +114,7 @@ impl Fault {
             status,
             retry_after: None,
             refused: false,
-            headers: HeaderMap::new(),
+            headers: None,
             source: None,
         }
     }
@@ -126,7 +127,7 @@ impl Fault {
             status,
             retry_after,
             refused: true,
-            headers: HeaderMap::new(),
+            headers: None,
             source: None,
         }
     }
@@ -141,13 +142,13 @@ impl Fault {
     /// (`WWW-Authenticate`) or a rate limit's state (`RateLimit`), say.
     /// [`error_response`] copies these headers into its answer.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.headers.get_or_insert_default().append(name, value);
         self
     }
 
     /// The headers to answer with, besides `Retry-After`.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers.iter().flat_map(|headers| headers.iter())
     }
 
     /// The status to answer with.
@@ -274,7 +275,7 @@ pub fn error_response<B: From<String>>(error: &(dyn StdError + 'static)) -> Resp
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     for (name, value) in headers.into_iter().flatten() {
-        res.headers_mut().append(name, value.clone());
+        res.headers_mut().append(name.clone(), value.clone());
     }
     if let Some(after) = retry_after {
         // Round up: telling a caller to come back early defeats the point.
@@ -514,7 +515,7 @@ mod tests {
         let fault = Fault::new(StatusCode::UNAUTHORIZED)
             .with_header(header::WWW_AUTHENTICATE, challenge.clone())
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-        assert_eq!(fault.headers().len(), 2);
+        assert_eq!(fault.headers().count(), 2);
         let res: Response<String> = error_response(&fault);
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         let got: Vec<_> = res

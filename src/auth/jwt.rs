@@ -322,7 +322,7 @@ struct Inner {
 /// let token = encode(
 ///     &Header::default(),
 ///     &claims,
-///     &EncodingKey::from_secret(b"a shared secret of 32 bytes!!!!"),
+///     &EncodingKey::from_secret(b"a shared secret of 32 bytes!!!!")?,
 /// )?;
 /// let id = verifier.verify(&token).await.unwrap();
 /// assert_eq!(id.name(), "billing");

@@ -653,6 +653,9 @@ impl Guard {
     }
 }
 
+/// A request as it arrives, its body wrapped as the caller's.
+type CallerRequest = Request<CallerBody<Incoming>>;
+
 /// How the sidecar fetches keys and tokens: the crate's client stack
 /// around hyper-util's pooled client.
 fn fetcher(timeout: Duration) -> tower_shield::auth::Fetch {
@@ -671,13 +674,9 @@ fn fetcher(timeout: Duration) -> tower_shield::auth::Fetch {
 fn peer_layer(
     guard: &Guard,
     peer: SocketAddr,
-) -> Option<
-    tower::util::MapRequestLayer<
-        impl Fn(Request<CallerBody<Incoming>>) -> Request<CallerBody<Incoming>> + Clone,
-    >,
-> {
+) -> Option<tower::util::MapRequestLayer<impl Fn(CallerRequest) -> CallerRequest + Clone>> {
     guard.limit.as_ref().map(|_| {
-        tower::util::MapRequestLayer::new(move |mut req: Request<CallerBody<Incoming>>| {
+        tower::util::MapRequestLayer::new(move |mut req: CallerRequest| {
             req.extensions_mut().insert(peer);
             req
         })
