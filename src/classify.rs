@@ -645,23 +645,72 @@ impl fmt::Debug for LateOutcome {
     }
 }
 
-/// The name of the verified calling service, in a request's extensions.
-///
-/// An auth layer puts it there beside its own identity type, so that the
-/// layers that key by caller (a rate limit) can read it without naming the
-/// auth layer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CallerName(std::sync::Arc<str>);
+/// How a caller's identity was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// A static service token.
+    StaticToken,
+    /// A JWT.
+    Jwt,
+    /// An HTTP message signature (RFC 9421).
+    Signature,
+}
 
-impl CallerName {
-    /// The caller `name`.
-    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
-        Self(name.into())
+/// The verified identity of the calling service: its name, its scopes and
+/// how it was verified. An auth layer puts it in the request's extensions
+/// (`auth::AuthLayer`, which re-exports it as `auth::ServiceIdentity`); it
+/// is shared vocabulary so that the layers that key by caller (a rate
+/// limit) read it without naming the auth layer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceIdentity {
+    name: std::sync::Arc<str>,
+    scopes: std::sync::Arc<[String]>,
+    method: AuthMethod,
+}
+
+impl ServiceIdentity {
+    /// An identity (for tests, and for verifiers of your own).
+    pub fn new<'a>(
+        name: &str,
+        scopes: impl IntoIterator<Item = &'a str>,
+        method: AuthMethod,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            scopes: scopes.into_iter().map(str::to_owned).collect(),
+            method,
+        }
     }
 
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The scopes it was granted.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// Whether it was granted `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// How it was verified.
+    pub fn method(&self) -> AuthMethod {
+        self.method
+    }
+}
+
+impl fmt::Debug for ServiceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceIdentity")
+            .field("name", &&*self.name)
+            .field("scopes", &self.scopes)
+            .field("method", &self.method)
+            .finish()
     }
 }
 

@@ -1105,3 +1105,51 @@ mod signatures {
         );
     }
 }
+
+/// Keys fetched with `Cache-Control: max-age` are fetched again once it
+/// runs out (in the background, the keys at hand serving meanwhile); on
+/// tokio's paused clock, with an in-process key server as the fetcher.
+#[tokio::test(start_paused = true)]
+async fn fetched_keys_are_refreshed_when_their_max_age_runs_out() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let jwks = json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string();
+    let fetch = fetch_with(tower::service_fn(move |req: Request<String>| {
+        f.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(req.uri().path(), "/jwks");
+        let body = jwks.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header(header::CACHE_CONTROL, "public, max-age=60")
+                    .body(body)
+                    .unwrap(),
+            )
+        }
+    }));
+    let verifier = JwtVerifier::new(
+        JwtConfig::new()
+            .audience("orders")
+            .require_claim("sub")
+            .jwks_url("http://127.0.0.1:9/jwks")
+            .cached_tokens(0),
+        Some(fetch),
+    )
+    .unwrap();
+    let token = rs("rsa1.pem", "k1", &claims("a"));
+    assert!(verifier.verify(&token).await.is_some());
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // Within max-age: no fetch.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(verifier.verify(&token).await.is_some());
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // Past it: this token is served by the keys at hand, and a refresh
+    // starts behind it.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(verifier.verify(&token).await.is_some());
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(verifier.key_status().fetched_ago, Some(Duration::ZERO));
+}

@@ -636,3 +636,73 @@ async fn client_stack_without_a_body_idle_timeout_waits() {
     let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
     assert!(waited.is_err(), "the body ended: {waited:?}");
 }
+
+/// Issue 16: on a server the order is context, then auth, then the rate
+/// limit: a refused call still carries its request ID, and the limit
+/// counts verified callers; on a client the stack attaches the token.
+#[cfg(all(feature = "auth", feature = "limit", feature = "context"))]
+#[tokio::test]
+async fn stacks_carry_auth_and_rate_limits_in_their_order() {
+    use tower_shield::{auth, context, limit};
+    let tokens = auth::StaticTokens::load(vec![auth::TokenEntry::new(
+        "billing",
+        auth::SecretRef::value("stack-token"),
+    )])
+    .unwrap();
+    let limit = limit::RateLimitLayer::new(limit::RateLimitConfig::new(1.0, 2)).unwrap();
+    let stack = ServerStack::new()
+        .context(context::Config::new())
+        .auth(auth::AuthLayer::new().static_tokens(tokens))
+        .rate_limit(limit.clone());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { "in" }
+            }),
+        )
+        .layer(stack);
+    let addr = serve(app).await;
+
+    // Refused by auth: 401, with the request's ID; not counted by the limit.
+    let res = hyper_client::<Empty<Bytes>>()
+        .request(
+            Request::get(format!("http://{addr}/"))
+                .header("x-request-id", "req-401")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["x-request-id"], "req-401");
+    assert_eq!(limit.stats().allowed + limit.stats().denied, 0);
+
+    // The client stack attaches the token; the third call is limited.
+    let client = ServiceBuilder::new()
+        .client_stack(ClientStack::new().auth(auth::AttachLayer::new(
+            auth::Credentials::bearer(&auth::SecretRef::value("stack-token")).unwrap(),
+        )))
+        .service(hyper_client::<Empty<Bytes>>());
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::new())
+            .unwrap();
+        let res = client.clone().oneshot(req).await.unwrap();
+        statuses.push(res.status());
+        assert!(res.headers().contains_key("x-request-id"));
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -273,7 +273,9 @@ struct Cached {
 }
 
 struct Inner {
-    validation: Validation,
+    /// The checks for each algorithm, made once (a `Validation` is sets
+    /// and vectors: cloning one per token would cost more than HS256).
+    validations: Vec<(Algorithm, Validation)>,
     service_claim: String,
     scope_claim: String,
     max_token_bytes: usize,
@@ -429,11 +431,32 @@ impl JwtVerifier {
         }
         required.extend(config.required_claims.iter().map(String::as_str));
         validation.set_required_spec_claims(&required);
+        let validations = [
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ]
+        .into_iter()
+        .map(|alg| {
+            let mut v = validation.clone();
+            v.algorithms = vec![alg];
+            (alg, v)
+        })
+        .collect();
         let cache = (config.cached_tokens > 0)
             .then(|| quick_cache::sync::Cache::new(config.cached_tokens as usize));
         Ok(Self {
             inner: Arc::new(Inner {
-                validation,
+                validations,
                 service_claim: config.service_claim,
                 scope_claim: config.scope_claim,
                 max_token_bytes: config.max_token_bytes,
@@ -559,9 +582,12 @@ impl JwtVerifier {
                 result = Some(Refusal::Invalid);
                 continue;
             }
-            let mut validation = inner.validation.clone();
-            validation.algorithms = vec![key.alg];
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+            let Some((_, validation)) = inner.validations.iter().find(|(alg, _)| *alg == key.alg)
+            else {
+                result = Some(Refusal::Invalid);
+                continue;
+            };
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => return self.accept(token, &data.claims),
                 Err(_) => result = Some(Refusal::Invalid),
             }

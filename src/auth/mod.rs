@@ -79,7 +79,6 @@ pub use signature::{
 pub use token::{StaticTokens, TokenEntry};
 
 use crate::{
-    classify::CallerName,
     error::{error_response, Fault},
     BoxError,
 };
@@ -97,67 +96,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// How a caller's identity was verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Method {
-    /// A static service token.
-    StaticToken,
-    /// A JWT.
-    Jwt,
-    /// An HTTP message signature (RFC 9421).
-    Signature,
-}
-
-/// The verified identity of the calling service: its name, its scopes and
-/// how it was verified. [`AuthLayer`] puts it in the request's extensions.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ServiceIdentity {
-    name: Arc<str>,
-    scopes: Arc<[String]>,
-    method: Method,
-}
-
-impl ServiceIdentity {
-    /// An identity (for tests, and for verifiers of your own).
-    pub fn new<'a>(name: &str, scopes: impl IntoIterator<Item = &'a str>, method: Method) -> Self {
-        Self {
-            name: name.into(),
-            scopes: scopes.into_iter().map(str::to_owned).collect(),
-            method,
-        }
-    }
-
-    /// The service's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The scopes it was granted.
-    pub fn scopes(&self) -> &[String] {
-        &self.scopes
-    }
-
-    /// Whether it was granted `scope`.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
-
-    /// How it was verified.
-    pub fn method(&self) -> Method {
-        self.method
-    }
-}
-
-impl fmt::Debug for ServiceIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceIdentity")
-            .field("name", &&*self.name)
-            .field("scopes", &self.scopes)
-            .field("method", &self.method)
-            .finish()
-    }
-}
+pub use crate::classify::{AuthMethod as Method, ServiceIdentity};
 
 #[cfg(feature = "axum")]
 impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for ServiceIdentity {
@@ -559,14 +498,12 @@ where
     }
 }
 
-/// Puts the identity in the request's extensions, with its name as the
-/// shared [`CallerName`] for the layers that key by caller.
+/// Puts the identity in the request's extensions.
 fn identify<B>(req: &mut Request<B>, id: ServiceIdentity) {
     identify_parts(req.extensions_mut(), id);
 }
 
 fn identify_parts(extensions: &mut http::Extensions, id: ServiceIdentity) {
-    extensions.insert(CallerName::new(id.name.clone()));
     extensions.insert(id);
 }
 

@@ -13,9 +13,10 @@
 //!
 //! The key is read from the request:
 //!
-//! - `identity`: the verified caller's name, the
-//!   [`CallerName`](crate::classify::CallerName) an auth layer put in the
-//!   request's extensions; a request without one is keyed by its peer;
+//! - `identity`: the name of the verified caller, the
+//!   [`ServiceIdentity`](crate::classify::ServiceIdentity) an auth layer put
+//!   in the request's extensions; a request without one is keyed by its
+//!   peer;
 //! - `header:NAME`: the value of that header (a request without it shares
 //!   the key `-`);
 //! - `peer`: the [`std::net::SocketAddr`] in the request's extensions
@@ -37,7 +38,7 @@ mod redis;
 pub use self::redis::RedisLimiter;
 
 use crate::{
-    classify::CallerName,
+    classify::ServiceIdentity,
     error::{error_response, Fault},
 };
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -46,7 +47,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     pin::Pin,
     sync::{
@@ -110,7 +111,7 @@ impl Quota {
 /// What a request is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyBy {
-    /// The verified caller's name ([`CallerName`]); else the peer.
+    /// The verified caller's name ([`ServiceIdentity`]); else the peer.
     Identity,
     /// The value of a header.
     Header(HeaderName),
@@ -334,7 +335,7 @@ pub enum Decision {
 /// GCRA in memory, on `governor`, on tokio's clock (so paused time in
 /// tests works), one limiter per key in a bounded map.
 struct MemoryLimiter {
-    keys: quick_cache::sync::Cache<Arc<str>, Arc<Direct>>,
+    keys: quick_cache::sync::Cache<Key, Arc<Direct>>,
     start: tokio::time::Instant,
 }
 
@@ -374,8 +375,8 @@ impl MemoryLimiter {
         }
     }
 
-    fn check(&self, key: &str, quota: Quota) -> Decision {
-        let limiter = match self.keys.get(key) {
+    fn check(&self, key: KeyRef<'_>, quota: Quota) -> Decision {
+        let limiter = match self.keys.get(&key) {
             Some(limiter) => limiter,
             None => {
                 let clock = TokioClock { start: self.start };
@@ -383,7 +384,7 @@ impl MemoryLimiter {
                     governor::RateLimiter::direct_with_clock(governor_quota(quota), clock)
                         .with_middleware::<governor::middleware::StateInformationMiddleware>(),
                 );
-                self.keys.insert(key.into(), limiter.clone());
+                self.keys.insert(key.to_owned(), limiter.clone());
                 limiter
             }
         };
@@ -581,35 +582,106 @@ impl<S> RateLimit<S> {
     define_inner_service_accessors!();
 }
 
-impl Shared {
-    /// The key of `req` and its quota.
-    fn key_of<B>(&self, req: &Request<B>) -> (String, Quota) {
-        let peer = || match req.extensions().get::<SocketAddr>() {
-            Some(addr) => format!("peer:{}", addr.ip()),
-            None => "peer:-".to_owned(),
-        };
-        let key = match &self.key {
-            KeyBy::Identity => match req.extensions().get::<CallerName>() {
-                Some(name) => {
-                    return self.quota_for(format!("id:{}", name.as_str()), name.as_str())
-                }
-                None => peer(),
-            },
-            KeyBy::Header(name) => {
-                let value = req
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                return self.quota_for(format!("h:{value}"), value);
-            }
-            KeyBy::Peer => peer(),
-        };
-        (key, self.default)
+/// A request's key, borrowed from it: no allocation to look one up.
+#[derive(Debug, Clone, Copy)]
+enum KeyRef<'a> {
+    /// A verified caller's name, or a header's value.
+    Name(&'a str),
+    /// The peer's address.
+    Peer(IpAddr),
+    /// No name and no peer.
+    Unknown,
+}
+
+/// A [`KeyRef`] owned, as the memory store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Name(Box<str>),
+    Peer(IpAddr),
+    Unknown,
+}
+
+impl KeyRef<'_> {
+    fn to_owned(self) -> Key {
+        match self {
+            Self::Name(name) => Key::Name(name.into()),
+            Self::Peer(ip) => Key::Peer(ip),
+            Self::Unknown => Key::Unknown,
+        }
     }
 
-    fn quota_for(&self, key: String, name: &str) -> (String, Quota) {
-        let quota = self.overrides.get(name).copied().unwrap_or(self.default);
+    /// The key in Redis (after the namespace).
+    fn to_redis(self) -> String {
+        match self {
+            Self::Name(name) => format!("n:{name}"),
+            Self::Peer(ip) => format!("p:{ip}"),
+            Self::Unknown => "u".to_owned(),
+        }
+    }
+}
+
+// One hash for a key and its borrowed form: a tag, then the value.
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Name(name) => (0u8, *name).hash(state),
+            Self::Peer(ip) => (1u8, ip).hash(state),
+            Self::Unknown => 2u8.hash(state),
+        }
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            Self::Name(name) => KeyRef::Name(name),
+            Self::Peer(ip) => KeyRef::Peer(*ip),
+            Self::Unknown => KeyRef::Unknown,
+        }
+    }
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        match (self, key) {
+            (Self::Name(a), Key::Name(b)) => *a == &**b,
+            (Self::Peer(a), Key::Peer(b)) => a == b,
+            (Self::Unknown, Key::Unknown) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Shared {
+    /// The key of `req` and its quota.
+    fn key_of<'a, B>(&self, req: &'a Request<B>) -> (KeyRef<'a>, Quota) {
+        let peer = || match req.extensions().get::<SocketAddr>() {
+            Some(addr) => KeyRef::Peer(addr.ip()),
+            None => KeyRef::Unknown,
+        };
+        let key = match &self.key {
+            KeyBy::Identity => match req.extensions().get::<ServiceIdentity>() {
+                Some(id) => KeyRef::Name(id.name()),
+                None => peer(),
+            },
+            KeyBy::Header(name) => match req.headers().get(name).map(|v| v.to_str()) {
+                Some(Ok(value)) => KeyRef::Name(value),
+                _ => KeyRef::Unknown,
+            },
+            KeyBy::Peer => peer(),
+        };
+        let quota = match key {
+            KeyRef::Name(name) if !self.overrides.is_empty() => {
+                self.overrides.get(name).copied().unwrap_or(self.default)
+            }
+            _ => self.default,
+        };
         (key, quota)
     }
 
@@ -762,11 +834,12 @@ where
         let (key, quota) = shared.key_of(&req);
         match &shared.store {
             Store::Memory(memory) => {
-                let decision = memory.check(&key, quota);
+                let decision = memory.check(key, quota);
                 admit(shared, quota, decision, || self.inner.call(req))
             }
             #[cfg(feature = "redis")]
             Store::Redis(redis) => {
+                let key = key.to_redis();
                 let redis = redis.clone();
                 let shared = self.shared.clone();
                 let clone = self.inner.clone();
@@ -878,26 +951,50 @@ mod tests {
         let limiter = MemoryLimiter::new(10);
         let quota = Quota::new(2.0, 3);
         for left in [2, 1, 0] {
-            match limiter.check("k", quota) {
+            match limiter.check(KeyRef::Name("k"), quota) {
                 Decision::Allow { remaining, .. } => assert_eq!(remaining, left),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(
-            limiter.check("k", quota),
+            limiter.check(KeyRef::Name("k"), quota),
             Decision::Deny {
                 retry_after: Duration::from_millis(500)
             }
         );
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(matches!(
-            limiter.check("k", quota),
+            limiter.check(KeyRef::Name("k"), quota),
             Decision::Allow { remaining: 0, .. }
         ));
-        // Another key is untouched.
-        assert!(matches!(
-            limiter.check("j", quota),
-            Decision::Allow { remaining: 2, .. }
+        // Other keys are untouched: a name, a peer, no key at all.
+        for other in [
+            KeyRef::Name("j"),
+            KeyRef::Peer([127, 0, 0, 1].into()),
+            KeyRef::Unknown,
+        ] {
+            assert!(matches!(
+                limiter.check(other, quota),
+                Decision::Allow { remaining: 2, .. }
+            ));
+        }
+        // A key and its owned form hash and compare alike.
+        use std::hash::BuildHasher;
+        let h = std::collections::hash_map::RandomState::new();
+        for key in [
+            KeyRef::Name("a"),
+            KeyRef::Peer([10, 0, 0, 1].into()),
+            KeyRef::Unknown,
+        ] {
+            assert_eq!(h.hash_one(key), h.hash_one(key.to_owned()));
+            assert!(quick_cache::Equivalent::equivalent(&key, &key.to_owned()));
+        }
+        assert!(!quick_cache::Equivalent::equivalent(
+            &KeyRef::Name("a"),
+            &KeyRef::Name("b").to_owned()
         ));
+        assert_eq!(KeyRef::Name("a").to_redis(), "n:a");
+        assert_eq!(KeyRef::Peer([10, 0, 0, 1].into()).to_redis(), "p:10.0.0.1");
+        assert_eq!(KeyRef::Unknown.to_redis(), "u");
     }
 }
