@@ -32,7 +32,7 @@ use std::{
     num::NonZeroU32,
     time::{SystemTime, UNIX_EPOCH},
 };
-use support::{allocs, request};
+use support::{allocs, counted, request};
 
 /// The baseline handler, answering a body a refusal can be written into.
 async fn handler(req: Request<()>) -> Result<Response<String>, Infallible> {
@@ -395,9 +395,117 @@ fn redis_limit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 
 criterion_group!(benches, static_token, jwt, signature, rate_limit);
 
+/// With `AUTH_COUNT=<bench>` set, runs 10 000 calls of one bench (requests
+/// or tokens made beforehand) inside `support::counted`, for an
+/// instruction count that does not move with the machine's load:
+///
+/// ```text
+/// AUTH_COUNT=static_ours valgrind --tool=callgrind \
+///     --toggle-collect='*::support::counted' target/release/deps/auth-<hash>
+/// ```
+///
+/// Benches: `static_bare`, `static_ours`, `static_tower_http`,
+/// `jwt_hs256_peer`, `jwt_hs256_ours`, `jwt_cached_ours`, `limit_bare`,
+/// `limit_ours`, `limit_governor`.
+#[allow(clippy::clone_on_copy)]
+fn count(which: &str) {
+    const N: usize = 10_000;
+    let rt = rt();
+    let tokens = StaticTokens::load(vec![
+        TokenEntry::new("billing", SecretRef::value(TOKEN)),
+        TokenEntry::new("search", SecretRef::value("search-0f9e8d7c6b5a49382716")),
+        TokenEntry::new("ledger", SecretRef::value("ledger-a1b2c3d4e5f60718293a")),
+    ])
+    .unwrap();
+    let bearer_reqs = || (0..N).map(|_| with_bearer(TOKEN)).collect::<Vec<_>>();
+    match which {
+        "static_bare" => counted(&rt, bearer_reqs(), |r| service_fn(handler).oneshot(r)),
+        "static_ours" => {
+            let svc = AuthLayer::new()
+                .static_tokens(tokens)
+                .layer(service_fn(handler));
+            counted(&rt, bearer_reqs(), |r| svc.clone().oneshot(r))
+        }
+        "static_tower_http" => {
+            #[allow(deprecated)]
+            let svc = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(TOKEN)
+                .layer(service_fn(handler));
+            counted(&rt, bearer_reqs(), |r| svc.clone().oneshot(r))
+        }
+        "jwt_hs256_peer" | "jwt_hs256_ours" | "jwt_cached_ours" => {
+            let (token, ours, theirs) = jwt_case(Algorithm::HS256);
+            let config = JwtConfig::new()
+                .issuer("https://issuer.bench")
+                .audience("orders")
+                .key(ours);
+            let cold = JwtVerifier::new(config.clone().cached_tokens(0), None).unwrap();
+            let cached = JwtVerifier::new(config, None).unwrap();
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.set_audience(&["orders"]);
+            validation.set_issuer(&["https://issuer.bench"]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            let keys = std::collections::HashMap::from([("k1".to_owned(), theirs)]);
+            let tokens: Vec<&str> = (0..N).map(|_| token.as_str()).collect();
+            match which {
+                "jwt_hs256_peer" => counted(&rt, tokens, |t| {
+                    let header = jsonwebtoken::decode_header(t).unwrap();
+                    let key = &keys[header.kid.as_deref().unwrap()];
+                    let data = jsonwebtoken::decode::<serde_json::Value>(t, key, &validation);
+                    std::future::ready(data.unwrap())
+                }),
+                "jwt_hs256_ours" => counted(&rt, tokens, |t| {
+                    std::future::ready(cold.verify(t).now_or_never().unwrap().unwrap())
+                }),
+                _ => {
+                    assert!(cached.verify(&token).now_or_never().unwrap().is_some());
+                    counted(&rt, tokens, |t| {
+                        std::future::ready(cached.verify(t).now_or_never().unwrap().unwrap())
+                    })
+                }
+            }
+        }
+        "limit_bare" | "limit_ours" | "limit_governor" => {
+            let tenant = http::HeaderName::from_static("x-tenant");
+            let reqs: Vec<_> = (0..N)
+                .map(|_| {
+                    let mut req = request();
+                    req.headers_mut()
+                        .insert(tenant.clone(), HeaderValue::from_static("acme"));
+                    req
+                })
+                .collect();
+            match which {
+                "limit_bare" => counted(&rt, reqs, |r| service_fn(handler).oneshot(r)),
+                "limit_ours" => {
+                    let svc = rt.block_on(async {
+                        RateLimitLayer::new(
+                            RateLimitConfig::new(1e9, u32::MAX).key(KeyBy::Header(tenant.clone())),
+                        )
+                        .unwrap()
+                        .layer(service_fn(handler))
+                    });
+                    counted(&rt, reqs, |r| svc.clone().oneshot(r))
+                }
+                _ => {
+                    let governor = std::sync::Arc::new(governor::RateLimiter::keyed(
+                        governor::Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX),
+                    ));
+                    let svc = service_fn(move |req: Request<()>| {
+                        let key = req.headers()[&tenant].to_str().unwrap().to_owned();
+                        let allowed = governor.check_key(&key).is_ok();
+                        async move {
+                            assert!(allowed);
+                            handler(req).await
+                        }
+                    });
+                    counted(&rt, reqs, |r| svc.clone().oneshot(r))
+                }
+            }
+        }
+        other => panic!("AUTH_COUNT: no bench {other:?}"),
+    }
+}
+
 fn main() {
-    benches();
-    criterion::Criterion::default()
-        .configure_from_args()
-        .final_summary();
+    support::main_or_count("AUTH_COUNT", count, benches);
 }

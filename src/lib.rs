@@ -11,13 +11,18 @@
 //! On the way **in** (a server), outermost first: **context** (every
 //! request gets its trace, IDs and span, so even an error answer carries
 //! them), **error responses** (every failure below becomes a 5xx with
-//! `Retry-After` when it says when), **circuit breaker** (sheds load with
-//! 503 while the handler is failing), **timeout** (504), then the router.
-//! [`ServerStack`](stack::ServerStack) is exactly that.
+//! `Retry-After` when it says when), **auth** (a missing or bad service
+//! credential is answered 401 without reaching anything below), **rate
+//! limit** (per verified caller: 429 with `Retry-After`), **cache**,
+//! **circuit breaker** (sheds load with 503 while the handler is failing),
+//! **timeout** (504), then the router. [`ServerStack`](stack::ServerStack)
+//! is exactly that.
 //!
 //! On the way **out** (a client), outermost first: **retry** (each retry
 //! goes through everything below it), **context** (each attempt is a client
-//! span of its own, with its own `traceparent`), **circuit breaker** (every
+//! span of its own, with its own `traceparent`), **credentials** (a token
+//! attached to each attempt, renewed and sent once more on a 401),
+//! **circuit breaker** (every
 //! attempt counts; an open breaker fails a retry fast), **timeout** (per
 //! attempt, so a hung attempt reaches the breaker as a failure), then the
 //! client. [`ClientStack`](stack::ClientStack) is the part below the retry

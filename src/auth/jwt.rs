@@ -265,11 +265,37 @@ struct Remote {
     refreshing: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Clone)]
+/// A verified token, remembered until its `exp`.
 struct Cached {
+    /// The whole token: a hit must be this token, byte for byte.
+    token: Box<str>,
     identity: ServiceIdentity,
     /// `exp`, in seconds since the epoch.
     expires: u64,
+}
+
+/// What the verified-token cache is keyed by: a token's length and its
+/// last 16 bytes (the end of its signature: 96 bits of it). Hashing those rather than the
+/// whole token (hundreds of bytes) is most of the cost of a hit; a hit is
+/// then compared with the whole token, so two tokens that share a tail
+/// never stand for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenTail {
+    len: usize,
+    tail: [u8; 16],
+}
+
+impl TokenTail {
+    fn of(token: &str) -> Self {
+        let bytes = token.as_bytes();
+        let mut tail = [0; 16];
+        let end = &bytes[bytes.len().saturating_sub(16)..];
+        tail[..end.len()].copy_from_slice(end);
+        Self {
+            len: bytes.len(),
+            tail,
+        }
+    }
 }
 
 struct Inner {
@@ -281,7 +307,7 @@ struct Inner {
     max_token_bytes: usize,
     keys: RwLock<Arc<KeySet>>,
     remote: Option<Remote>,
-    cache: Option<quick_cache::sync::Cache<String, Cached>>,
+    cache: Option<quick_cache::sync::Cache<TokenTail, Arc<Cached>>>,
 }
 
 /// Verifies JWT service tokens.
@@ -541,11 +567,14 @@ impl JwtVerifier {
             return Check::Refused(Refusal::TooLong);
         }
         if let Some(cache) = &inner.cache {
-            if let Some(hit) = cache.get(token) {
-                if now_secs() < hit.expires {
-                    return Check::Verified(hit.identity);
+            let key = TokenTail::of(token);
+            if let Some(hit) = cache.get(&key) {
+                if *hit.token == *token {
+                    if now_secs() < hit.expires {
+                        return Check::Verified(hit.identity.clone());
+                    }
+                    cache.remove(&key);
                 }
-                cache.remove(token);
             }
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
@@ -613,11 +642,12 @@ impl JwtVerifier {
         if let (Some(cache), Some(exp)) = (&inner.cache, claims.get("exp").and_then(Value::as_u64))
         {
             cache.insert(
-                token.to_owned(),
-                Cached {
+                TokenTail::of(token),
+                Arc::new(Cached {
+                    token: token.into(),
                     identity: identity.clone(),
                     expires: exp,
-                },
+                }),
             );
         }
         Check::Verified(identity)
@@ -790,6 +820,63 @@ fn algorithm_of(alg: KeyAlgorithm) -> Option<Algorithm> {
         KeyAlgorithm::EdDSA => Algorithm::EdDSA,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_s_tail_is_its_length_and_last_16_bytes() {
+        let long = "x".repeat(40) + "0123456789abcdef0123456789ABCDEF";
+        let tail = TokenTail::of(&long);
+        assert_eq!(tail.len, 72);
+        assert_eq!(&tail.tail, b"0123456789ABCDEF");
+        let short = TokenTail::of("abc");
+        assert_eq!(short.len, 3);
+        assert_eq!(&short.tail[..3], b"abc");
+        assert!(short.tail[3..].iter().all(|&b| b == 0));
+        assert_ne!(TokenTail::of("abc"), TokenTail::of("abc\0"));
+        // Same length and tail, another start: the same key.
+        assert_eq!(
+            TokenTail::of(&long),
+            TokenTail::of(&format!("y{}", &long[1..]))
+        );
+    }
+
+    /// A cached token stands only for itself: a token with the same length
+    /// and signature but another payload is checked in full, and refused.
+    #[test]
+    fn a_cache_hit_must_be_the_same_token() {
+        let secret = "a unit-test secret of 32 bytes!!";
+        let verifier = JwtVerifier::new(
+            JwtConfig::new().key(JwtKey::new("HS256", SecretRef::value(secret))),
+            None,
+        )
+        .unwrap();
+        let exp = now_secs() + 60;
+        let claims = serde_json::json!({"sub": "aaaa", "exp": exp});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let first = verifier.verify_now(&token).unwrap().unwrap();
+        assert_eq!(first.name(), "aaaa");
+        // From the cache now.
+        assert_eq!(verifier.verify_now(&token).unwrap().unwrap().name(), "aaaa");
+        let (head, rest) = token.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let other = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::json!({"sub": "bbbb", "exp": exp}).to_string(),
+        );
+        let forged = format!("{head}.{other}.{sig}");
+        assert_eq!(forged.len(), token.len());
+        assert_eq!(TokenTail::of(&forged), TokenTail::of(&token));
+        assert_eq!(verifier.verify_now(&forged), Some(Err(Refusal::Invalid)));
+    }
 }
 
 fn now_secs() -> u64 {

@@ -444,7 +444,8 @@ pin_project! {
     #[project = AuthKindProj]
     enum AuthKind<F, T, E> {
         Called { #[pin] future: F },
-        Refused { response: Option<T> },
+        // Boxed: refusals are the cold path.
+        Refused { response: Option<Box<T>> },
         Pending { future: BoxFuture<Result<T, E>> },
     }
 }
@@ -459,7 +460,7 @@ impl<F, T, E> AuthFuture<F, T, E> {
     fn refused(response: T) -> Self {
         Self {
             kind: AuthKind::Refused {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -491,7 +492,7 @@ where
         match self.project().kind.project() {
             AuthKindProj::Called { future } => future.poll(cx),
             AuthKindProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+                Poll::Ready(Ok(*response.take().expect("polled after completion")))
             }
             AuthKindProj::Pending { future } => future.as_mut().poll(cx),
         }

@@ -322,8 +322,10 @@ pub enum Decision {
     Allow {
         /// Requests that could follow at once.
         remaining: u32,
-        /// Until the quota is whole again.
-        reset: Duration,
+        /// Until the quota is whole again; `None`: `burst - remaining`
+        /// intervals, the memory store's answer, worked out only when
+        /// the headers are sent.
+        reset: Option<Duration>,
     },
     /// Refused until this much time has passed.
     Deny {
@@ -388,18 +390,16 @@ impl MemoryLimiter {
                 limiter
             }
         };
-        let now = governor::clock::Clock::now(&TokioClock { start: self.start });
         match limiter.check() {
-            Ok(state) => {
-                let remaining = state.remaining_burst_capacity();
-                let missing = quota.burst.saturating_sub(remaining + 1);
-                Decision::Allow {
-                    remaining,
-                    reset: quota.interval() * missing.saturating_add(1),
-                }
-            }
+            Ok(state) => Decision::Allow {
+                remaining: state.remaining_burst_capacity(),
+                reset: None,
+            },
             Err(not_until) => Decision::Deny {
-                retry_after: not_until.wait_time_from(now),
+                // A moment after the check: a wait no longer than needed.
+                retry_after: not_until.wait_time_from(governor::clock::Clock::now(&TokioClock {
+                    start: self.start,
+                })),
             },
         }
     }
@@ -698,17 +698,22 @@ impl Shared {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` values for `quota` and a result.
-fn state_headers(quota: Quota, remaining: u32, reset: Duration) -> [(HeaderName, HeaderValue); 2] {
+fn state_headers(quota: Quota, remaining: u32, reset: Option<Duration>) -> Box<StateHeaders> {
+    let reset = reset.unwrap_or_else(|| quota.interval() * quota.burst.saturating_sub(remaining));
     let policy = format!("\"default\";q={};w={}", quota.burst, quota.window_secs());
     let state = format!("\"default\";r={remaining};t={}", ceil_secs(reset));
-    [
+    Box::new([
         (
             RATELIMIT_POLICY,
             HeaderValue::try_from(policy).expect("ASCII"),
         ),
         (RATELIMIT, HeaderValue::try_from(state).expect("ASCII")),
-    ]
+    ])
 }
+
+/// `RateLimit-Policy` and `RateLimit`, boxed: they are off by default, and
+/// the future that carries them should not grow for it.
+type StateHeaders = [(HeaderName, HeaderValue); 2];
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -749,7 +754,7 @@ impl std::error::Error for Unavailable {
 
 fn refusal<B: From<String>>(quota: Quota, retry_after: Duration) -> Response<B> {
     let mut fault = Fault::refused(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
-    for (name, value) in state_headers(quota, 0, retry_after) {
+    for (name, value) in *state_headers(quota, 0, Some(retry_after)) {
         fault = fault.with_header(name, value);
     }
     error_response(&Limited(fault))
@@ -772,9 +777,10 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            headers: Option<[(HeaderName, HeaderValue); 2]>,
+            headers: Option<Box<StateHeaders>>,
         },
-        Refused { response: Option<T> },
+        // Boxed: refusals are the cold path.
+        Refused { response: Option<Box<T>> },
         // Waiting for Redis.
         Pending { future: BoxFuture<Result<T, E>> },
     }
@@ -800,13 +806,13 @@ where
         match self.project().kind.project() {
             LimitKindProj::Called { future, headers } => {
                 let mut res = ready!(future.poll(cx))?;
-                for (name, value) in headers.take().into_iter().flatten() {
+                for (name, value) in headers.take().into_iter().flat_map(|h| *h) {
                     res.headers_mut().insert(name, value);
                 }
                 Poll::Ready(Ok(res))
             }
             LimitKindProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+                Poll::Ready(Ok(*response.take().expect("polled after completion")))
             }
             LimitKindProj::Pending { future } => future.as_mut().poll(cx),
         }
@@ -870,12 +876,14 @@ where
                             match admit(&shared, quota, decision, || inner.call(req)).kind {
                                 LimitKind::Called { future, headers } => {
                                     let mut res = future.await?;
-                                    for (name, value) in headers.into_iter().flatten() {
+                                    for (name, value) in headers.into_iter().flat_map(|h| *h) {
                                         res.headers_mut().insert(name, value);
                                     }
                                     Ok(res)
                                 }
-                                LimitKind::Refused { response } => Ok(response.expect("just made")),
+                                LimitKind::Refused { response } => {
+                                    Ok(*response.expect("just made"))
+                                }
                                 LimitKind::Pending { future } => future.await,
                             }
                         }),
@@ -908,7 +916,7 @@ fn admit<F, T: From<String>, E>(
             shared.stats.denied.fetch_add(1, Ordering::Relaxed);
             LimitFuture {
                 kind: LimitKind::Refused {
-                    response: Some(refusal(quota, retry_after)),
+                    response: Some(Box::new(refusal(quota, retry_after))),
                 },
             }
         }

@@ -120,7 +120,7 @@ impl RedisLimiter {
         Ok(if allowed == 1 {
             Decision::Allow {
                 remaining: a.clamp(0, i64::from(u32::MAX)) as u32,
-                reset: micros(b),
+                reset: Some(micros(b)),
             }
         } else {
             Decision::Deny {
