@@ -822,6 +822,20 @@ fn algorithm_of(alg: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.key_status())
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,19 +890,5 @@ mod tests {
         assert_eq!(forged.len(), token.len());
         assert_eq!(TokenTail::of(&forged), TokenTail::of(&token));
         assert_eq!(verifier.verify_now(&forged), Some(Err(Refusal::Invalid)));
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-impl fmt::Debug for JwtVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("keys", &self.key_status())
-            .finish_non_exhaustive()
     }
 }
