@@ -21,7 +21,7 @@
 //! answers `403 Forbidden` with `error="insufficient_scope"` when the
 //! identity lacks what a route needs.
 //!
-//! Both answers are built by [`error_response`](crate::error::error_response)
+//! Both answers are built by [`crate::error::error_response`]
 //! from an [`error::Fault`](crate::error::Fault) that carries the challenge,
 //! like every other failure of the crate.
 //!

@@ -14,7 +14,7 @@
 //! The key is read from the request:
 //!
 //! - `identity`: the name of the verified caller, the
-//!   [`ServiceIdentity`](crate::classify::ServiceIdentity) an auth layer put
+//!   [`ServiceIdentity`] an auth layer put
 //!   in the request's extensions; a request without one is keyed by its
 //!   peer;
 //! - `header:NAME`: the value of that header (a request without it shares
