@@ -643,7 +643,8 @@ async fn grantor(valid: Arc<Mutex<Vec<String>>>) -> Grantor {
             let (i, v, f, h) = (i.clone(), v.clone(), f.clone(), h.clone());
             async move {
                 if h.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    // A token endpoint that never answers.
+                    std::future::pending::<()>().await;
                 }
                 if let Some(status) = *f.lock().unwrap() {
                     return (status, String::new());
@@ -654,8 +655,6 @@ async fn grantor(valid: Arc<Mutex<Vec<String>>>) -> Grantor {
                 );
                 assert_eq!(headers[header::AUTHORIZATION], basic.as_str());
                 assert_eq!(body, "grant_type=client_credentials&scope=orders%3Aread");
-                // Slow enough that concurrent callers pile up.
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 let n = i.fetch_add(1, Ordering::SeqCst) + 1;
                 let token = format!("tok-{n}");
                 v.lock().unwrap().push(token.clone());

@@ -245,28 +245,34 @@ mod tests {
         assert!(!format!("{tokens:?}").contains("token\""));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_watch_reloads_a_changed_file() {
         let path = std::env::temp_dir().join(format!("shield-watch-{}", std::process::id()));
         std::fs::write(&path, "first").unwrap();
         let tokens =
             StaticTokens::load(vec![TokenEntry::new("a", SecretRef::file(&path))]).unwrap();
         let watch = tokens.watch(Duration::from_millis(10));
+        // The watch's first tick, at once: nothing has changed.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         // A different length, so the change shows even where the file
         // system's clock is coarse.
         std::fs::write(&path, "second-token").unwrap();
-        // Real time: the watch reads a real file's metadata. Bounded.
-        let mut ok = false;
-        for _ in 0..200 {
-            if tokens.check("second-token").is_some() {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Nothing is read again until the next tick (paused clock).
+        tokio::task::yield_now().await;
+        let before_tick = tokens.check("second-token").is_some();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
         }
         watch.abort();
         std::fs::remove_file(&path).unwrap();
-        assert!(ok, "the watch did not reload");
+        assert!(!before_tick, "reloaded before the tick");
+        assert!(
+            tokens.check("second-token").is_some(),
+            "the watch did not reload"
+        );
         assert!(tokens.check("first").is_none());
     }
 }
