@@ -556,6 +556,38 @@ fn rs(private_pem: &str, kid: &str, claims: &Value) -> String {
 }
 
 #[tokio::test]
+async fn keys_from_a_jwks_file() {
+    let dir = std::env::temp_dir().join(format!("shield-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string()).unwrap();
+    let verifier =
+        JwtVerifier::new(JwtConfig::new().audience("orders").jwks_file(&path), None).unwrap();
+    assert_eq!(verifier.key_status().keys, 1);
+    let (addr, calls) = server(AuthLayer::new().jwt(verifier)).await;
+    let (status, _, body) =
+        call(addr, "/who", &[bearer(&rs("rsa1.pem", "k1", &claims("a")))]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "a orders:read,orders:write Jwt")
+    );
+    // A key the file does not hold, and no URL to fetch more from.
+    let other = rs("rsa2.pem", "k2", &claims("b"));
+    assert_eq!(
+        call(addr, "/who", &[bearer(&other)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A file that is not a JWKS, or not there: an error naming the file.
+    std::fs::write(&path, "not json").unwrap();
+    assert!(JwtVerifier::new(JwtConfig::new().jwks_file(&path), None).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = JwtVerifier::new(JwtConfig::new().jwks_file(&path), None).unwrap_err();
+    assert!(err.to_string().contains("jwks.json"), "{err}");
+}
+
+#[tokio::test]
 async fn jwks_keys_rotate_at_the_key_server_and_are_picked_up() {
     let keys = key_server(vec![jwk("rsa1.pem", "k1")]).await;
     let config = JwtConfig::new()

@@ -304,6 +304,9 @@ struct Inner {
     validations: Vec<(Algorithm, Validation)>,
     service_claim: String,
     scope_claim: String,
+    /// Required claims beyond the registered ones, which `jsonwebtoken`
+    /// checks itself.
+    required_claims: Box<[String]>,
     max_token_bytes: usize,
     keys: RwLock<Arc<KeySet>>,
     remote: Option<Remote>,
@@ -485,6 +488,7 @@ impl JwtVerifier {
                 validations,
                 service_claim: config.service_claim,
                 scope_claim: config.scope_claim,
+                required_claims: config.required_claims.into(),
                 max_token_bytes: config.max_token_bytes,
                 keys: RwLock::new(Arc::new(KeySet {
                     fixed: fixed.into(),
@@ -630,6 +634,9 @@ impl JwtVerifier {
 
     fn accept(&self, token: &str, claims: &Map<String, Value>) -> Check {
         let inner = &*self.inner;
+        if !inner.required_claims.iter().all(|c| claims.contains_key(c)) {
+            return Check::Refused(Refusal::Invalid);
+        }
         let Some(service) = claims.get(&inner.service_claim).and_then(Value::as_str) else {
             return Check::Refused(Refusal::NoService);
         };
@@ -856,6 +863,90 @@ mod tests {
             TokenTail::of(&long),
             TokenTail::of(&format!("y{}", &long[1..]))
         );
+    }
+
+    const SECRET: &str = "a unit-test secret of 32 bytes!!";
+
+    fn hs_verifier(config: JwtConfig) -> JwtVerifier {
+        JwtVerifier::new(
+            config.key(JwtKey::new("HS256", SecretRef::value(SECRET))),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn hs_token(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_claims_read_and_required_are_configurable() {
+        let exp = now_secs() + 60;
+        let token = hs_token(&serde_json::json!({
+            "sub": "subject", "client_id": "billing", "exp": exp,
+            "scope": "a b", "scp": ["orders:read", "orders:write"], "tenant": "acme",
+        }));
+        let id = hs_verifier(JwtConfig::new())
+            .verify_now(&token)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (id.name(), id.scopes()),
+            ("subject", &["a".to_owned(), "b".to_owned()][..])
+        );
+
+        let verifier = hs_verifier(
+            JwtConfig::new()
+                .service_claim("client_id")
+                .scope_claim("scp"),
+        );
+        let id = verifier.verify_now(&token).unwrap().unwrap();
+        assert_eq!(id.name(), "billing");
+        assert!(id.has_scope("orders:write") && !id.has_scope("a"));
+
+        // A claim required: present passes, absent is refused.
+        let verifier = hs_verifier(JwtConfig::new().require_claim("tenant"));
+        assert!(verifier.verify_now(&token).unwrap().is_ok());
+        let without = hs_token(&serde_json::json!({"sub": "subject", "exp": exp}));
+        assert_eq!(verifier.verify_now(&without), Some(Err(Refusal::Invalid)));
+        // Without a service claim there is no identity.
+        let verifier = hs_verifier(JwtConfig::new().service_claim("client_id"));
+        assert_eq!(verifier.verify_now(&without), Some(Err(Refusal::NoService)));
+    }
+
+    #[test]
+    fn the_size_limit_is_8_kib_by_default_and_configurable() {
+        let exp = now_secs() + 60;
+        let sized = |bytes: usize| {
+            let token = hs_token(&serde_json::json!({"sub": "big", "exp": exp, "pad": ""}));
+            // Pad the claims until the token is `bytes` long.
+            let pad = (bytes - token.len()) * 3 / 4;
+            let token =
+                hs_token(&serde_json::json!({"sub": "big", "exp": exp, "pad": "x".repeat(pad)}));
+            assert!(
+                token.len().abs_diff(bytes) <= 4,
+                "{} for {bytes}",
+                token.len()
+            );
+            token
+        };
+        let verifier = hs_verifier(JwtConfig::new());
+        assert!(verifier.verify_now(&sized(6000)).unwrap().is_ok());
+        assert_eq!(
+            verifier.verify_now(&sized(8300)),
+            Some(Err(Refusal::TooLong))
+        );
+        let verifier = hs_verifier(JwtConfig::new().max_token_bytes(512));
+        assert_eq!(
+            verifier.verify_now(&sized(600)),
+            Some(Err(Refusal::TooLong))
+        );
+        assert!(verifier.verify_now(&sized(400)).unwrap().is_ok());
     }
 
     /// A cached token stands only for itself: a token with the same length
