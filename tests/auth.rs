@@ -618,6 +618,17 @@ async fn jwks_keys_rotate_at_the_key_server_and_are_picked_up() {
     let (status, _, _) = call(addr, "/who", &[bearer(&rs("rsa1.pem", "k1", &claims("c")))]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // An explicit refresh fetches now and tells how many keys came.
+    *keys.jwks.lock().unwrap() = json!({"keys": [jwk("rsa1.pem", "k1"), jwk("rsa2.pem", "k2")]});
+    assert_eq!(verifier.refresh().await, Ok(2));
+    assert_eq!(verifier.key_status().keys, 2);
+    // A document that is not a JWKS is an error, and the keys are kept.
+    *keys.jwks.lock().unwrap() = json!({"nope": []});
+    assert!(verifier.refresh().await.is_err());
+    assert_eq!(verifier.key_status().keys, 2);
+    let (status, _, _) = call(addr, "/who", &[bearer(&rs("rsa1.pem", "k1", &claims("d")))]).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -949,6 +949,21 @@ mod tests {
         assert!(verifier.verify_now(&sized(400)).unwrap().is_ok());
     }
 
+    #[test]
+    fn each_refusal_has_a_reason_of_its_own() {
+        let all = [
+            Refusal::TooLong,
+            Refusal::Malformed,
+            Refusal::UntrustedHeader,
+            Refusal::UnknownKey,
+            Refusal::Invalid,
+            Refusal::NoService,
+        ];
+        let reasons: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons.len(), all.len());
+        assert!(reasons.iter().all(|r| r.contains("token")));
+    }
+
     /// A cached token stands only for itself: a token with the same length
     /// and signature but another payload is checked in full, and refused.
     #[test]
