@@ -598,8 +598,8 @@ async fn jwks_keys_rotate_at_the_key_server_and_are_picked_up() {
     let (addr, calls) = server(AuthLayer::new().jwt(verifier.clone())).await;
 
     assert_eq!(verifier.key_status().keys, 0);
-    let (status, _, body) =
-        call(addr, "/who", &[bearer(&rs("rsa1.pem", "k1", &claims("a")))]).await;
+    let first = rs("rsa1.pem", "k1", &claims("a"));
+    let (status, _, body) = call(addr, "/who", &[bearer(&first)]).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, "a orders:read,orders:write Jwt")
@@ -618,6 +618,13 @@ async fn jwks_keys_rotate_at_the_key_server_and_are_picked_up() {
     let (status, _, _) = call(addr, "/who", &[bearer(&rs("rsa1.pem", "k1", &claims("c")))]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A k1 token verified before the rotation is remembered until its
+    // `exp`: still accepted, with no key for it at hand.
+    assert_eq!(
+        call(addr, "/who", &[bearer(&first)]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // An explicit refresh fetches now and tells how many keys came.
     *keys.jwks.lock().unwrap() = json!({"keys": [jwk("rsa1.pem", "k1"), jwk("rsa2.pem", "k2")]});

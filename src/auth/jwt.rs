@@ -947,6 +947,11 @@ mod tests {
             Some(Err(Refusal::TooLong))
         );
         assert!(verifier.verify_now(&sized(400)).unwrap().is_ok());
+        // The limit itself is allowed.
+        let token = sized(500);
+        let at = |max| hs_verifier(JwtConfig::new().max_token_bytes(max)).verify_now(&token);
+        assert!(at(token.len()).unwrap().is_ok());
+        assert_eq!(at(token.len() - 1), Some(Err(Refusal::TooLong)));
     }
 
     #[test]
