@@ -380,8 +380,12 @@ async fn bad_credentials_are_refused_without_reaching_the_handler() {
         ),
         (
             "embedded jwk".into(),
+            vec![bearer(&header_with(json!({"jwk": jwk("rsa1.pem", "k1")})))],
+        ),
+        (
+            "x5c header".into(),
             vec![bearer(&header_with(
-                json!({"jwk": {"kty": "oct", "k": b64(HS_SECRET)}}),
+                json!({"x5c": [b64(b"a certificate")]}),
             ))],
         ),
         (
