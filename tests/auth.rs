@@ -642,6 +642,25 @@ async fn jwks_keys_rotate_at_the_key_server_and_are_picked_up() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A token without a `kid`, before any key is fetched: the keys are
+/// fetched for it, then the keys of its algorithm are tried.
+#[tokio::test]
+async fn a_token_without_a_kid_fetches_the_first_keys() {
+    let keys = key_server(vec![jwk("rsa1.pem", "k1")]).await;
+    let config = JwtConfig::new()
+        .audience("orders")
+        .jwks_url(format!("http://{}/jwks", keys.addr));
+    let verifier = JwtVerifier::new(config, Some(fetcher())).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        None,
+        &claims("a"),
+        &EncodingKey::from_rsa_pem(&key("rsa1.pem")).unwrap(),
+    );
+    assert_eq!(verifier.verify(&token).await.unwrap().name(), "a");
+    assert_eq!(keys.fetches.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_flood_of_made_up_kids_fetches_at_most_once_per_interval() {
     let keys = key_server(vec![jwk("rsa1.pem", "k1")]).await;
