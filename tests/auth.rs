@@ -649,7 +649,8 @@ async fn a_token_without_a_kid_fetches_the_first_keys() {
     let keys = key_server(vec![jwk("rsa1.pem", "k1")]).await;
     let config = JwtConfig::new()
         .audience("orders")
-        .jwks_url(format!("http://{}/jwks", keys.addr));
+        .jwks_url(format!("http://{}/jwks", keys.addr))
+        .refresh_min_interval(Duration::ZERO);
     let verifier = JwtVerifier::new(config, Some(fetcher())).unwrap();
     let token = sign(
         Algorithm::RS256,
@@ -658,6 +659,16 @@ async fn a_token_without_a_kid_fetches_the_first_keys() {
         &EncodingKey::from_rsa_pem(&key("rsa1.pem")).unwrap(),
     );
     assert_eq!(verifier.verify(&token).await.unwrap().name(), "a");
+    assert_eq!(keys.fetches.load(Ordering::SeqCst), 1);
+    // With keys at hand, a kid-less token of an algorithm none of them has
+    // is refused without another fetch.
+    let hs = sign(
+        Algorithm::HS256,
+        None,
+        &claims("b"),
+        &EncodingKey::from_secret(HS_SECRET).unwrap(),
+    );
+    assert!(verifier.verify(&hs).await.is_none());
     assert_eq!(keys.fetches.load(Ordering::SeqCst), 1);
 }
 
