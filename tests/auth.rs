@@ -1256,3 +1256,35 @@ async fn fetched_keys_are_refreshed_when_their_max_age_runs_out() {
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
     assert_eq!(verifier.key_status().fetched_ago, Some(Duration::ZERO));
 }
+
+/// Unknown `kid`s send the verifier to the key server at most once per
+/// `refresh_min_interval`, and again as soon as it has passed (paused
+/// clock, in-process fetcher).
+#[tokio::test(start_paused = true)]
+async fn unknown_kids_fetch_again_once_the_interval_has_passed() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let jwks = json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string();
+    let fetch = fetch_with(tower::service_fn(move |_: Request<String>| {
+        f.fetch_add(1, Ordering::SeqCst);
+        let body = jwks.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+    }));
+    let verifier = JwtVerifier::new(
+        JwtConfig::new()
+            .audience("orders")
+            .jwks_url("http://127.0.0.1:9/jwks")
+            .refresh_min_interval(Duration::from_secs(10)),
+        Some(fetch),
+    )
+    .unwrap();
+    let unknown = rs("rsa1.pem", "k9", &claims("a"));
+    assert!(verifier.verify(&unknown).await.is_none());
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(verifier.verify(&unknown).await.is_none());
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(verifier.verify(&unknown).await.is_none());
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
