@@ -511,7 +511,9 @@ impl JwtVerifier {
             Check::Verified(id) => Ok(id),
             Check::Refused(why) => Err(why),
             Check::UnknownKey => {
-                self.refresh_for_unknown().await;
+                // Boxed: the fetch's state is large and rare, and an
+                // unboxed one would be copied with every verify's future.
+                Box::pin(self.refresh_for_unknown()).await;
                 match self.check(token) {
                     Check::Verified(id) => Ok(id),
                     Check::Refused(why) => Err(why),
@@ -967,6 +969,87 @@ mod tests {
         let reasons: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(reasons.len(), all.len());
         assert!(reasons.iter().all(|r| r.contains("token")));
+    }
+
+    /// Each key of a JWKS document gets the algorithm it names, or the one
+    /// its type and curve imply; a key whose type does not fit its
+    /// algorithm, and a curve with no algorithm here, are skipped.
+    #[test]
+    fn a_jwks_key_gets_its_algorithm() {
+        let pem = |name: &str| {
+            std::fs::read(format!(
+                "{}/tests/data/keys/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let from = |key: jsonwebtoken::EncodingKey, alg| {
+            serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap()
+        };
+        let rsa = from(
+            jsonwebtoken::EncodingKey::from_rsa_pem(&pem("rsa1.pem")).unwrap(),
+            Algorithm::RS256,
+        );
+        let ec = from(
+            jsonwebtoken::EncodingKey::from_ec_pem(&pem("ec256.pem")).unwrap(),
+            Algorithm::ES256,
+        );
+        let ed = from(
+            jsonwebtoken::EncodingKey::from_ed_pem(&pem("ed.pem")).unwrap(),
+            Algorithm::EdDSA,
+        );
+        let p384 = serde_json::json!({"kty": "EC", "crv": "P-384",
+            "x": "K2FjmfeAPkymKUIZYdioFvXQREfCQ9YwadlHzzWivP2YyrDoeNOkO6h4UzdO30dI",
+            "y": "2O4G0kFmsIfH8VEhUKeqiXKJltniG4BFw-t0YJCxrNA68TPynNys_jUYF_pi243C"});
+        let oct = serde_json::json!({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"});
+        let with = |base: &Value, kid: &str, alg: Option<&str>| {
+            let mut key = base.clone();
+            let obj = key.as_object_mut().unwrap();
+            obj.insert("kid".into(), kid.into());
+            match alg {
+                Some(alg) => obj.insert("alg".into(), alg.into()),
+                None => obj.remove("alg"),
+            };
+            key
+        };
+        let mut keys = Vec::new();
+        let mut expected = Vec::new();
+        for (base, alg, want) in [
+            (&oct, Some("HS256"), Some(Algorithm::HS256)),
+            (&oct, Some("HS384"), Some(Algorithm::HS384)),
+            (&oct, Some("HS512"), Some(Algorithm::HS512)),
+            (&oct, None, Some(Algorithm::HS256)),
+            (&rsa, Some("RS256"), Some(Algorithm::RS256)),
+            (&rsa, Some("RS384"), Some(Algorithm::RS384)),
+            (&rsa, Some("RS512"), Some(Algorithm::RS512)),
+            (&rsa, Some("PS256"), Some(Algorithm::PS256)),
+            (&rsa, Some("PS384"), Some(Algorithm::PS384)),
+            (&rsa, Some("PS512"), Some(Algorithm::PS512)),
+            (&rsa, None, Some(Algorithm::RS256)),
+            (&rsa, Some("HS256"), None),
+            (&ec, Some("ES256"), Some(Algorithm::ES256)),
+            (&ec, None, Some(Algorithm::ES256)),
+            (&p384, Some("ES384"), Some(Algorithm::ES384)),
+            (&p384, None, Some(Algorithm::ES384)),
+            (&ec, Some("RS256"), None),
+            (&ed, Some("EdDSA"), Some(Algorithm::EdDSA)),
+            (&ed, None, Some(Algorithm::EdDSA)),
+            (&oct, Some("RSA-OAEP"), None),
+        ] {
+            let kid = format!("k{}", keys.len());
+            keys.push(with(base, &kid, alg));
+            if let Some(want) = want {
+                expected.push((kid, want));
+            }
+        }
+        let doc = serde_json::json!({ "keys": keys }).to_string();
+        let parsed: Vec<_> = parse_jwks(doc.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.kid.unwrap(), k.alg))
+            .collect();
+        assert_eq!(parsed, expected);
+        assert!(parse_jwks(b"{\"keys\": 1}").is_err());
     }
 
     /// A cached token stands only for itself: a token with the same length
