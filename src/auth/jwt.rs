@@ -887,6 +887,13 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_the_keys_status_and_no_secret() {
+        let shown = format!("{:?}", hs_verifier(JwtConfig::new()));
+        assert!(shown.starts_with("JwtVerifier { keys: KeyStatus { keys: 1"), "{shown}");
+        assert!(!shown.contains(SECRET));
+    }
+
+    #[test]
     fn the_claims_read_and_required_are_configurable() {
         let exp = now_secs() + 60;
         let token = hs_token(&serde_json::json!({
