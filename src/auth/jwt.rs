@@ -889,7 +889,10 @@ mod tests {
     #[test]
     fn debug_shows_the_keys_status_and_no_secret() {
         let shown = format!("{:?}", hs_verifier(JwtConfig::new()));
-        assert!(shown.starts_with("JwtVerifier { keys: KeyStatus { keys: 1"), "{shown}");
+        assert!(
+            shown.starts_with("JwtVerifier { keys: KeyStatus { keys: 1"),
+            "{shown}"
+        );
         assert!(!shown.contains(SECRET));
     }
 

@@ -243,6 +243,17 @@ mod tests {
         assert!(tokens.reload().is_err());
         assert!(tokens.check("new-token").is_some());
         assert!(!format!("{tokens:?}").contains("token\""));
+
+        // An empty file is an error, not an empty set.
+        let empty = std::env::temp_dir().join(format!("shield-no-tokens-{}", std::process::id()));
+        std::fs::write(&empty, "\n").unwrap();
+        let err = StaticTokens::load(vec![TokenEntry::new("billing", SecretRef::file(&empty))]);
+        std::fs::remove_file(&empty).unwrap();
+        assert!(err.unwrap_err().to_string().contains("is empty"));
+        // No entries: none live.
+        let none = StaticTokens::load(Vec::new()).unwrap();
+        assert!(none.is_empty());
+        assert!(none.check("").is_none());
     }
 
     #[tokio::test(start_paused = true)]
