@@ -124,6 +124,16 @@ fn static_token(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same layer with a JWT the verifier has verified before.
+    let (jwt, jwt_layer) = cached_jwt_layer();
+    let jwt_layer = jwt_layer.layer(service_fn(handler));
+    group.bench_function("tower_shield_jwt_cached", |b| {
+        b.to_async(&rt).iter_batched(
+            || with_bearer(&jwt),
+            |req| jwt_layer.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
     let with = |t| move |_req: Request<()>| with_bearer(t);
     println!(
@@ -173,6 +183,21 @@ fn jwt_case(alg: Algorithm) -> (String, JwtKey, DecodingKey) {
     header.kid = Some("k1".to_owned());
     let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
     (token, ours.kid("k1"), theirs)
+}
+
+/// `AuthLayer` with an HS256 verifier, and a token it has verified once.
+fn cached_jwt_layer() -> (String, AuthLayer) {
+    let (token, key, _) = jwt_case(Algorithm::HS256);
+    let verifier = JwtVerifier::new(
+        JwtConfig::new()
+            .issuer("https://issuer.bench")
+            .audience("orders")
+            .key(key),
+        None,
+    )
+    .unwrap();
+    assert!(verifier.verify(&token).now_or_never().unwrap().is_some());
+    (token, AuthLayer::new().jwt(verifier))
 }
 
 /// The least a verified-token cache hit can be: a quick_cache lookup by a
@@ -449,7 +474,7 @@ criterion_group!(benches, static_token, jwt, signature, rate_limit);
 /// ```
 ///
 /// Benches: `static_bare`, `static_ours`, `static_tower_http`,
-/// `jwt_hs256_peer`, `jwt_hs256_ours`, `jwt_cached_ours`, `jwt_cached_floor`, `limit_bare`,
+/// `jwt_hs256_peer`, `jwt_hs256_ours`, `jwt_cached_ours`, `jwt_cached_floor`, `jwt_cached_layer`, `limit_bare`,
 /// `limit_ours`, `limit_governor`.
 #[allow(clippy::clone_on_copy)]
 fn count(which: &str) {
@@ -475,6 +500,12 @@ fn count(which: &str) {
             let svc = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(TOKEN)
                 .layer(service_fn(handler));
             counted(&rt, bearer_reqs(), |r| svc.clone().oneshot(r))
+        }
+        "jwt_cached_layer" => {
+            let (token, layer) = cached_jwt_layer();
+            let svc = layer.layer(service_fn(handler));
+            let reqs = (0..N).map(|_| with_bearer(&token)).collect::<Vec<_>>();
+            counted(&rt, reqs, |r| svc.clone().oneshot(r))
         }
         "jwt_cached_floor" => {
             let (token, _, _) = jwt_case(Algorithm::HS256);

@@ -41,8 +41,8 @@ for n in "${names[@]}"; do
   pids+=($!); PIDS[$n]=$!
 done
 for n in "${names[@]}"; do
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fsS "http://127.0.0.1:${PORT[$n]}/" >/dev/null
+  for _ in $(seq 1 100); do curl -fsS -H "Authorization: Bearer bench-token" "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS -H "Authorization: Bearer bench-token" "http://127.0.0.1:${PORT[$n]}/" >/dev/null
 done
 
 ticks() {

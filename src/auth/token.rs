@@ -242,7 +242,15 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(tokens.reload().is_err());
         assert!(tokens.check("new-token").is_some());
-        assert!(!format!("{tokens:?}").contains("token\""));
+        let shown = format!("{tokens:?}");
+        assert!(
+            !shown.contains("search-token") && shown.contains("Value([REDACTED])"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("StaticTokens { entries: [") && shown.ends_with("live: 2 }"),
+            "{shown}"
+        );
 
         // An empty file is an error, not an empty set.
         let empty = std::env::temp_dir().join(format!("shield-no-tokens-{}", std::process::id()));
