@@ -686,6 +686,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_fetched_answer_is_read_whole_up_to_1_mib() {
+        use tower::ServiceExt as _;
+        let fetch = |size: usize| {
+            fetch_with(tower::service_fn(move |_: Request<String>| async move {
+                Ok::<_, std::convert::Infallible>(Response::new("x".repeat(size)))
+            }))
+            .oneshot(Request::new(String::new()))
+        };
+        let res = fetch(MAX_FETCHED_BYTES).await.unwrap();
+        assert_eq!(res.body().len(), 1024 * 1024);
+        let err = fetch(MAX_FETCHED_BYTES + 1).await.unwrap_err();
+        assert_eq!(err.to_string(), "answer too large");
+    }
+
     #[test]
     fn challenges_follow_rfc_6750() {
         let res: Response<String> = Denied::missing(Some("api")).respond();
