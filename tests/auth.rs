@@ -156,6 +156,23 @@ fn tokens() -> StaticTokens {
 }
 
 #[tokio::test]
+async fn a_realm_is_named_in_the_challenge_and_the_verifiers_are_reachable() {
+    let layer = AuthLayer::new().static_tokens(tokens()).realm("orders-api");
+    assert_eq!(layer.static_token_set().map(StaticTokens::len), Some(2));
+    assert!(layer.jwt_verifier().is_none());
+    let (addr, calls) = server(layer).await;
+    let (status, headers, _) = call(addr, "/who", &[bearer("nope")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"orders-api\", error=\"invalid_token\""
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let verifier = JwtVerifier::new(jwt_config(), None).unwrap();
+    assert!(AuthLayer::new().jwt(verifier).jwt_verifier().is_some());
+}
+
+#[tokio::test]
 async fn static_tokens_and_jwts_are_accepted_and_name_the_caller() {
     let verifier = JwtVerifier::new(jwt_config(), None).unwrap();
     let (addr, calls) = server(AuthLayer::new().static_tokens(tokens()).jwt(verifier)).await;

@@ -312,6 +312,18 @@ impl Verifiers {
     }
 }
 
+/// The characters of a `b64token` (RFC 6750) before its padding, by byte:
+/// one load per byte of a token that may be hundreds long (a JWT).
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// The token of an `Authorization: Bearer <token>` value (RFC 6750: the
 /// scheme in any case, one or more spaces, a `b64token`), or `None`.
 fn bearer(value: &[u8]) -> Option<&str> {
@@ -323,9 +335,7 @@ fn bearer(value: &[u8]) -> Option<&str> {
     let body_len = token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     let (chars, pad) = token.split_at(body_len);
     let valid = !chars.is_empty()
-        && chars
-            .iter()
-            .all(|&b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && chars.iter().all(|&b| B64TOKEN[usize::from(b)])
         && pad.iter().all(|&b| b == b'=');
     if !valid {
         return None;
@@ -699,6 +709,22 @@ mod tests {
         assert_eq!(res.body().len(), 1024 * 1024);
         let err = fetch(MAX_FETCHED_BYTES + 1).await.unwrap_err();
         assert_eq!(err.to_string(), "answer too large");
+    }
+
+    #[test]
+    fn a_future_shows_its_state() {
+        let ready = std::future::ready(Ok::<_, ()>(()));
+        assert_eq!(
+            format!("{:?}", AuthFuture::<_, (), ()>::called(ready)),
+            "AuthFuture::Called"
+        );
+        let refused = AuthFuture::<std::future::Ready<Result<(), ()>>, (), ()>::refused(());
+        assert_eq!(format!("{refused:?}"), "AuthFuture::Refused");
+        let pending =
+            AuthFuture::<std::future::Ready<Result<(), ()>>, (), ()>::pending(Box::pin(async {
+                Ok(())
+            }));
+        assert_eq!(format!("{pending:?}"), "AuthFuture::Pending");
     }
 
     #[test]
