@@ -1305,3 +1305,87 @@ async fn unknown_kids_fetch_again_once_the_interval_has_passed() {
     assert!(verifier.verify(&unknown).await.is_none());
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// `RequireLayer` naming services and a scope together; an open route of a
+/// router that lets anonymous calls through.
+#[tokio::test]
+async fn a_route_may_name_its_callers_and_a_scope() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let app = Router::new()
+        .route(
+            "/billing-only",
+            get(move || {
+                c1.fetch_add(1, Ordering::SeqCst);
+                async { "billing" }
+            })
+            .route_layer(RequireLayer::services(["billing", "ledger"]).and_scope("orders:read")),
+        )
+        .route(
+            "/open",
+            get(move || {
+                c2.fetch_add(1, Ordering::SeqCst);
+                async { "open" }
+            }),
+        )
+        .layer(AuthLayer::new().static_tokens(tokens()).allow_anonymous());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    assert_eq!(
+        call(addr, "/billing-only", &[bearer("billing-token-1")])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // ops is not named (and lacks the scope).
+    let (status, headers, _) = call(addr, "/billing-only", &[bearer("ops-token")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        "Bearer error=\"insufficient_scope\", scope=\"orders:read\""
+    );
+    assert_eq!(
+        call(addr, "/billing-only", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Anonymous calls reach a route that asks for nothing.
+    let (status, _, body) = call(addr, "/open", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "open"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A service that is never ready: the layers must say so, not call it.
+#[derive(Clone)]
+struct NeverReady;
+
+impl tower::Service<Request<()>> for NeverReady {
+    type Response = http::Response<String>;
+    type Error = tower::BoxError;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Err("not ready".into()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        panic!("called while not ready")
+    }
+}
+
+#[tokio::test]
+async fn the_layers_pass_readiness_through() {
+    use tower::Layer;
+    let mut auth = AuthLayer::new().static_tokens(tokens()).layer(NeverReady);
+    assert_eq!(auth.ready().await.err().unwrap().to_string(), "not ready");
+    let mut require = RequireLayer::scope("admin").layer(NeverReady);
+    assert_eq!(
+        require.ready().await.err().unwrap().to_string(),
+        "not ready"
+    );
+}
