@@ -954,6 +954,36 @@ mod tests {
         assert_eq!(Quota::new(100.0, 3).window_secs(), 1);
     }
 
+    #[tokio::test]
+    async fn errors_stores_and_debug_output() {
+        let err = RateLimitConfig::new(1.0, 1)
+            .max_keys(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "max_keys must be at least 1");
+        let config = RateLimitConfig::new(1.0, 1);
+        assert_eq!(config.store_kind(), StoreKind::Memory);
+        let layer = RateLimitLayer::new(config).unwrap();
+        assert_eq!(layer.store_kind(), StoreKind::Memory);
+        let shown = format!("{layer:?}");
+        assert!(
+            shown.starts_with("RateLimitLayer { key: Identity"),
+            "{shown}"
+        );
+        #[derive(Debug)]
+        struct Inner;
+        let shown = format!("{:?}", layer.layer(Inner));
+        assert_eq!(shown, "RateLimit { inner: Inner, .. }");
+        #[cfg(feature = "redis")]
+        {
+            // Connected lazily: nothing listens on port 1.
+            let config = RateLimitConfig::new(1.0, 1).redis("redis://127.0.0.1:1");
+            assert_eq!(config.store_kind(), StoreKind::Redis);
+            let layer = RateLimitLayer::new(config).unwrap();
+            assert_eq!(layer.store_kind(), StoreKind::Redis);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn memory_gcra_admits_the_burst_then_the_rate() {
         let limiter = MemoryLimiter::new(10);
