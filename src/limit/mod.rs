@@ -984,6 +984,49 @@ mod tests {
         }
     }
 
+    /// Admitted answers carry the quota left and when it is whole again;
+    /// the refusal its `Retry-After`, in whole seconds rounded up.
+    #[tokio::test(start_paused = true)]
+    async fn state_headers_count_what_is_left() {
+        use tower::ServiceExt as _;
+        let layer = RateLimitLayer::new(RateLimitConfig::new(1.0, 5).headers(true)).unwrap();
+        let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(svc.clone().oneshot(Request::new(())).await.unwrap());
+        }
+        let res = last.unwrap();
+        assert_eq!(res.headers()[&RATELIMIT], "\"default\";r=2;t=3");
+        assert_eq!(res.headers()[&RATELIMIT_POLICY], "\"default\";q=5;w=5");
+        for _ in 0..2 {
+            assert_eq!(
+                svc.clone()
+                    .oneshot(Request::new(()))
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
+        }
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        // 0.7 s to wait: 1 s, rounded up.
+        assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
+        assert_eq!(res.headers()[&RATELIMIT], "\"default\";r=0;t=1");
+        assert!(res.body().contains("rate limit exceeded"), "{}", res.body());
+        let unavailable = Unavailable(Fault::refused(StatusCode::SERVICE_UNAVAILABLE, None));
+        assert_eq!(unavailable.to_string(), "rate limit unavailable");
+        let refused = LimitFuture::<std::future::Ready<Result<(), ()>>, (), ()> {
+            kind: LimitKind::Refused {
+                response: Some(Box::new(())),
+            },
+        };
+        assert_eq!(format!("{refused:?}"), "LimitFuture::Refused");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn memory_gcra_admits_the_burst_then_the_rate() {
         let limiter = MemoryLimiter::new(10);
