@@ -1211,6 +1211,37 @@ mod signatures {
             StatusCode::UNAUTHORIZED
         );
     }
+
+    /// The configured scheme of `@target-uri` (behind TLS termination), the
+    /// body limit, and what the verifier shows of itself.
+    #[tokio::test]
+    async fn the_scheme_and_the_body_limit_are_configurable() {
+        let v = verifier(SignatureConfig::new());
+        assert_eq!(v.key_count(), 1);
+        let shown = format!("{v:?}");
+        assert!(shown.starts_with("SignatureVerifier"), "{shown}");
+        assert!(!shown.contains(SECRET));
+
+        let (plain, plain_calls) = signed_server(SignatureLayer::new(v)).await;
+        let config = SignatureConfig::new().scheme("https").max_body_bytes(8);
+        let (tls, tls_calls) = signed_server(SignatureLayer::new(verifier(config))).await;
+        // Signed for https, sent over plain HTTP (as a TLS terminator does).
+        let behind_tls = |addr: std::net::SocketAddr, body: &str| {
+            let mut req = Manual::new().request(&format!("https://{addr}/post"), body);
+            *req.uri_mut() = format!("http://{addr}/post").parse().unwrap();
+            req
+        };
+        assert_eq!(send(behind_tls(tls, "12345678")).await.0, StatusCode::OK);
+        assert_eq!(
+            send(behind_tls(plain, "x")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(plain_calls.load(Ordering::SeqCst), 0);
+        // One byte over the limit: refused, the handler not called.
+        let (status, _) = send(behind_tls(tls, "123456789")).await;
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(tls_calls.load(Ordering::SeqCst), 1);
+    }
 }
 
 /// Keys fetched with `Cache-Control: max-age` are fetched again once it
