@@ -1006,6 +1006,7 @@ mod signatures {
         nonce: String,
         covered: Vec<&'static str>,
         extra: Vec<(&'static str, &'static str)>,
+        expires: Option<u64>,
     }
 
     impl Manual {
@@ -1015,6 +1016,7 @@ mod signatures {
                 nonce: format!("n-{}", now_nanos()),
                 covered: vec!["@method", "@target-uri", "content-digest"],
                 extra: vec![],
+                expires: None,
             }
         }
 
@@ -1036,7 +1038,7 @@ mod signatures {
                 };
                 lines.push(format!("\"{c}\": {value}"));
             }
-            let list = format!(
+            let mut list = format!(
                 "({});created={};keyid=\"key-1\";nonce=\"{}\"",
                 self.covered
                     .iter()
@@ -1046,6 +1048,9 @@ mod signatures {
                 self.created,
                 self.nonce
             );
+            if let Some(expires) = self.expires {
+                list.push_str(&format!(";expires={expires}"));
+            }
             lines.push(format!("\"@signature-params\": {list}"));
             let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
             mac.update(lines.join("\n").as_bytes());
@@ -1236,7 +1241,19 @@ mod signatures {
             send(behind_tls(plain, "x")).await.0,
             StatusCode::UNAUTHORIZED
         );
+        // An `expires` passed is refused; one to come is not.
+        let url = format!("http://{plain}/post");
+        let mut expired = Manual::new();
+        expired.expires = Some(now() - 10);
+        assert_eq!(
+            send(expired.request(&url, "x")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
         assert_eq!(plain_calls.load(Ordering::SeqCst), 0);
+        let mut later = Manual::new();
+        later.expires = Some(now() + 60);
+        assert_eq!(send(later.request(&url, "x")).await.0, StatusCode::OK);
+        assert_eq!(plain_calls.load(Ordering::SeqCst), 1);
         // One byte over the limit: refused, the handler not called.
         let (status, _) = send(behind_tls(tls, "123456789")).await;
         assert!(status.is_client_error(), "{status}");
