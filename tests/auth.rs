@@ -1223,6 +1223,12 @@ mod signatures {
     async fn the_scheme_and_the_body_limit_are_configurable() {
         let v = verifier(SignatureConfig::new());
         assert_eq!(v.key_count(), 1);
+        let two = SignatureConfig::new().key(SignatureKey::new(
+            "key-2",
+            "search",
+            SecretRef::value("another secret"),
+        ));
+        assert_eq!(verifier(two).key_count(), 2);
         let shown = format!("{v:?}");
         assert!(shown.starts_with("SignatureVerifier"), "{shown}");
         assert!(!shown.contains(SECRET));
