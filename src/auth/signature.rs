@@ -79,8 +79,11 @@ pub struct SignatureConfig {
     max_nonces: u64,
     nonce_store: NonceStoreKind,
     redis_url: Option<String>,
+    // The Redis nonce store's settings: read only with the `redis` feature.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     namespace: String,
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     store_timeout: Duration,
 }
 

@@ -417,6 +417,8 @@ struct Shared {
     overrides: HashMap<String, Quota>,
     store: Store,
     headers: bool,
+    // What a failing store (Redis) does; a memory store never fails.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     on_store_error: OnStoreError,
     stats: Stats,
 }
@@ -427,6 +429,7 @@ struct Stats {
     allowed: AtomicU64,
     denied: AtomicU64,
     store_errors: AtomicU64,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     last_logged: AtomicU64,
 }
 
@@ -611,6 +614,7 @@ impl KeyRef<'_> {
     }
 
     /// The key in Redis (after the namespace).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn to_redis(self) -> String {
         match self {
             Self::Name(name) => format!("n:{name}"),
@@ -685,6 +689,7 @@ impl Shared {
         (key, quota)
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn count_store_error(&self, err: &dyn fmt::Display) {
         let stats = &self.stats;
         stats.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -738,6 +743,7 @@ impl std::error::Error for Limited {
 
 /// Redis failed and the limit fails closed.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Unavailable(Fault);
 
 impl fmt::Display for Unavailable {
