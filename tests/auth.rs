@@ -1272,22 +1272,7 @@ mod signatures {
 /// tokio's paused clock, with an in-process key server as the fetcher.
 #[tokio::test(start_paused = true)]
 async fn fetched_keys_are_refreshed_when_their_max_age_runs_out() {
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let f = fetches.clone();
-    let jwks = json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string();
-    let fetch = fetch_with(tower::service_fn(move |req: Request<String>| {
-        f.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(req.uri().path(), "/jwks");
-        let body = jwks.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .header(header::CACHE_CONTROL, "public, max-age=60")
-                    .body(body)
-                    .unwrap(),
-            )
-        }
-    }));
+    let (fetch, fetches) = counting_jwks_fetch("public, max-age=60");
     let verifier = JwtVerifier::new(
         JwtConfig::new()
             .audience("orders")
@@ -1315,19 +1300,34 @@ async fn fetched_keys_are_refreshed_when_their_max_age_runs_out() {
     assert_eq!(verifier.key_status().fetched_ago, Some(Duration::ZERO));
 }
 
+/// An in-process key server for the paused clock: a JWKS of `rsa1.pem`
+/// as `k1` at `/jwks`, with this `Cache-Control`, counting its fetches.
+fn counting_jwks_fetch(cache_control: &'static str) -> (Fetch, Arc<AtomicUsize>) {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let jwks = json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string();
+    let fetch = fetch_with(tower::service_fn(move |req: Request<String>| {
+        f.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(req.uri().path(), "/jwks");
+        let body = jwks.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header(header::CACHE_CONTROL, cache_control)
+                    .body(body)
+                    .unwrap(),
+            )
+        }
+    }));
+    (fetch, fetches)
+}
+
 /// Unknown `kid`s send the verifier to the key server at most once per
 /// `refresh_min_interval`, and again as soon as it has passed (paused
 /// clock, in-process fetcher).
 #[tokio::test(start_paused = true)]
 async fn unknown_kids_fetch_again_once_the_interval_has_passed() {
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let f = fetches.clone();
-    let jwks = json!({"keys": [jwk("rsa1.pem", "k1")]}).to_string();
-    let fetch = fetch_with(tower::service_fn(move |_: Request<String>| {
-        f.fetch_add(1, Ordering::SeqCst);
-        let body = jwks.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
-    }));
+    let (fetch, fetches) = counting_jwks_fetch("no-cache");
     let verifier = JwtVerifier::new(
         JwtConfig::new()
             .audience("orders")
@@ -1370,9 +1370,7 @@ async fn a_route_may_name_its_callers_and_a_scope() {
             }),
         )
         .layer(AuthLayer::new().static_tokens(tokens()).allow_anonymous());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
 
     assert_eq!(
         call(addr, "/billing-only", &[bearer("billing-token-1")])
@@ -1396,27 +1394,6 @@ async fn a_route_may_name_its_callers_and_a_scope() {
     let (status, _, body) = call(addr, "/open", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "open"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-}
-
-/// A service that is never ready: the layers must say so, not call it.
-#[derive(Clone)]
-struct NeverReady;
-
-impl tower::Service<Request<()>> for NeverReady {
-    type Response = http::Response<String>;
-    type Error = tower::BoxError;
-    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Err("not ready".into()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        panic!("called while not ready")
-    }
 }
 
 #[tokio::test]

@@ -249,3 +249,11 @@ async fn redis_stopped_fails_open_or_closed_as_configured() {
     assert!(ok, "the limit did not come back with Redis");
     assert!(closed.store_ok());
 }
+
+#[tokio::test]
+async fn readiness_is_passed_through() {
+    use tower::{Layer, ServiceExt};
+    let layer = RateLimitLayer::new(RateLimitConfig::new(1.0, 1)).unwrap();
+    let mut svc = layer.layer(NeverReady);
+    assert_eq!(svc.ready().await.err().unwrap().to_string(), "not ready");
+}

@@ -511,9 +511,7 @@ impl JwtVerifier {
             Check::Verified(id) => Ok(id),
             Check::Refused(why) => Err(why),
             Check::UnknownKey => {
-                // Boxed: the fetch's state is large and rare, and an
-                // unboxed one would be copied with every verify's future.
-                Box::pin(self.refresh_for_unknown()).await;
+                self.refresh_for_unknown().await;
                 match self.check(token) {
                     Check::Verified(id) => Ok(id),
                     Check::Refused(why) => Err(why),
@@ -1066,20 +1064,9 @@ mod tests {
     /// and signature but another payload is checked in full, and refused.
     #[test]
     fn a_cache_hit_must_be_the_same_token() {
-        let secret = "a unit-test secret of 32 bytes!!";
-        let verifier = JwtVerifier::new(
-            JwtConfig::new().key(JwtKey::new("HS256", SecretRef::value(secret))),
-            None,
-        )
-        .unwrap();
+        let verifier = hs_verifier(JwtConfig::new());
         let exp = now_secs() + 60;
-        let claims = serde_json::json!({"sub": "aaaa", "exp": exp});
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        let token = hs_token(&serde_json::json!({"sub": "aaaa", "exp": exp}));
         let first = verifier.verify_now(&token).unwrap().unwrap();
         assert_eq!(first.name(), "aaaa");
         // From the cache now.

@@ -990,29 +990,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn readiness_is_passed_through() {
-        use tower::ServiceExt as _;
-        #[derive(Clone)]
-        struct NeverReady;
-        impl Service<Request<()>> for NeverReady {
-            type Response = Response<String>;
-            type Error = &'static str;
-            type Future = std::future::Ready<Result<Response<String>, &'static str>>;
-            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-                Poll::Ready(Err("not ready"))
-            }
-            fn call(&mut self, _: Request<()>) -> Self::Future {
-                panic!("called while not ready")
-            }
-        }
-        let layer = RateLimitLayer::new(RateLimitConfig::new(1.0, 1)).unwrap();
-        assert_eq!(
-            layer.layer(NeverReady).ready().await.err(),
-            Some("not ready")
-        );
-    }
-
     /// Admitted answers carry the quota left and when it is whole again;
     /// the refusal its `Retry-After`, in whole seconds rounded up.
     #[tokio::test(start_paused = true)]

@@ -485,3 +485,24 @@ impl Drop for ConfigFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// A service that is never ready: a layer must pass that on, not call it.
+#[derive(Clone)]
+pub struct NeverReady;
+
+impl tower::Service<http::Request<()>> for NeverReady {
+    type Response = http::Response<String>;
+    type Error = tower::BoxError;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Err("not ready".into()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        panic!("called while not ready")
+    }
+}
